@@ -1,0 +1,40 @@
+/**
+ * What the chat path stores. `storedChats`: the user's message before publishing (with the
+ * history read in the same statement) and the reply before answering. The history is cut by
+ * message count in SQL and by characters here (cheap first cuts), then, given a trimmer, to
+ * its token budget on a worker thread. `relayChats` (CHAT_MODE=relay): nothing stored, nothing
+ * checked — for trusted networks.
+ */
+import type { ChatStore } from '../db/chat-store.js'
+import { trimHistory } from '../db/chat-store.js'
+import type { HistoryTurn } from '../mqtt/protocol.js'
+import type { HistoryTrimmer } from './history-trimmer.js'
+
+export interface ChatPersistence {
+  readonly requiresAuth: boolean
+  /** Stores the user's message; returns the earlier turns, or null if the session is not the user's. */
+  begin: (userId: string, sessionId: string, content: string) => Promise<{ history: HistoryTurn[] } | null>
+  /** Stores the reply; returns the id the client gets as message_id. */
+  finish: (sessionId: string, content: string, requestId: string) => Promise<string>
+}
+
+export function storedChats (chats: () => ChatStore, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
+  return {
+    requiresAuth: true,
+    async begin (userId, sessionId, content) {
+      const begun = await chats().beginChat(userId, sessionId, content, historyMaxMessages)
+      if (begun === null) return null
+      const history = trimHistory(begun.history, historyMaxChars)
+      return { history: tokens === undefined ? history : await tokens.trim(history) }
+    },
+    async finish (sessionId, content) { return (await chats().finishChat(sessionId, content)).id }
+  }
+}
+
+const NO_HISTORY = Promise.resolve({ history: [] as HistoryTurn[] })
+
+export const relayChats: ChatPersistence = {
+  requiresAuth: false,
+  begin: () => NO_HISTORY,
+  finish: (_sessionId, _content, requestId) => Promise.resolve(requestId)
+}

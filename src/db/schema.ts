@@ -1,0 +1,34 @@
+/** Table types for kysely; docs/architecture.md describes the schema and its indexes. */
+import type { ColumnType, Generated } from 'kysely'
+
+type CreatedAt = ColumnType<Date, never, never>
+
+export interface UsersTable {
+  id: Generated<string>
+  username: string
+  password_hash: string
+  created_at: CreatedAt
+}
+
+export interface ChatSessionsTable {
+  id: Generated<string>
+  user_id: string
+  title: string
+  created_at: CreatedAt
+}
+
+export interface ChatMessagesTable {
+  id: Generated<string>
+  /** Strict order within a session: created_at can tie, an identity column cannot. */
+  seq: ColumnType<string, never, never>
+  session_id: string
+  role: 'user' | 'assistant'
+  content: string
+  created_at: CreatedAt
+}
+
+export interface Database {
+  users: UsersTable
+  chat_sessions: ChatSessionsTable
+  chat_messages: ChatMessagesTable
+}

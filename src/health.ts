@@ -1,0 +1,140 @@
+/**
+ * What /api/health and /api/health/mqtt say, computed from the live objects. Pure given its
+ * sources, so the status rules (contract: Precise rules, /api/health status) are unit-tested.
+ */
+import type { LinkStateName } from '../machines/mqtt-link.machine.js'
+import type { LinkTransition } from './mqtt/mqtt-link.js'
+
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
+
+/** A link down this long (or givingUp) makes the service unhealthy: 503 for load balancers. */
+export const LINK_DOWN_UNHEALTHY_MS = 30_000
+/** /api/health/mqtt lists at most this many sessions in pending_requests.by_session. */
+export const BY_SESSION_LIMIT = 100
+
+export interface LinkView {
+  readonly state: LinkStateName
+  readonly isUp: boolean
+  readonly downSince: number | null
+  readonly lastActivityAt: number
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly clientId: string
+  nextAttemptInMs: () => number
+  recentTransitions: () => readonly LinkTransition[]
+}
+
+export interface HealthSources {
+  now: () => number
+  startedAt: number
+  link: LinkView
+  pendingTotal: () => number
+  pendingBySession: () => Record<string, number>
+  lagP99Ms: () => number
+  /** Event-loop delay p99 above this degrades health (EVENT_LOOP_LAG_DEGRADED_MS). */
+  lagDegradedMs: number
+  memory: () => { rss: number, heapUsed: number }
+  /** Resident memory above this degrades health; 0: no limit (MEMORY_SOFT_LIMIT_MB). */
+  memorySoftLimitBytes: number
+  shuttingDown: () => boolean
+  subscribers: () => { hint_sessions: number, total_websockets: number }
+  db: () => { status: 'up' | 'down' | 'migrating', downSince: number | null, pool: { total: number, idle: number, waiting: number, checkedOut: number } }
+}
+
+export interface HealthReport {
+  httpStatus: 200 | 503
+  body: {
+    status: HealthStatus
+    timestamp: string
+    uptime_s: number
+    mqtt: { state: LinkStateName, connected: boolean, last_activity_seconds_ago: number, reconnect_attempts: number, pending_requests: number }
+    db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
+    event_loop: { lag_p99_ms: number }
+    memory: { rss_bytes: number, heap_used_bytes: number, soft_limit_bytes: number | null }
+    issues: string[]
+  }
+}
+
+function secondsSince (now: number, t: number): number {
+  return Math.max(0, Math.round((now - t) / 100) / 10)
+}
+
+export function computeHealth (src: HealthSources): HealthReport {
+  const now = src.now()
+  const { link } = src
+  const issues: string[] = []
+  let status = 'healthy' as HealthStatus
+  const worsen = (to: HealthStatus): void => {
+    if (to === 'unhealthy' || (to === 'degraded' && status === 'healthy')) status = to
+  }
+
+  if (src.shuttingDown()) {
+    issues.push('shutting down')
+    worsen('unhealthy')
+  }
+  if (link.state === 'givingUp') {
+    issues.push(`mqtt link giving up after ${link.attempts} reconnect attempts; still retrying every cap interval`)
+    worsen('unhealthy')
+  } else if (link.state !== 'connected' && link.state !== 'stale') {
+    const downMs = link.downSince === null ? 0 : now - link.downSince
+    issues.push(`mqtt link ${link.state} for ${Math.round(downMs / 1000)}s`)
+    worsen(downMs >= LINK_DOWN_UNHEALTHY_MS ? 'unhealthy' : 'degraded')
+  } else if (link.state === 'stale') {
+    issues.push('mqtt link stale: probing the broker')
+    worsen('degraded')
+  }
+  const db = src.db()
+  if (db.status !== 'up') {
+    const downMs = db.downSince === null ? 0 : now - db.downSince
+    issues.push(db.status === 'migrating' ? 'database schema not migrated yet (database unreachable at start-up)' : `database unreachable for ${Math.round(downMs / 1000)}s`)
+    worsen('unhealthy')
+  }
+  const lag = src.lagP99Ms()
+  if (lag > src.lagDegradedMs) {
+    issues.push(`event loop lag p99 ${lag} ms over ${src.lagDegradedMs} ms`)
+    worsen('degraded')
+  }
+  const memory = src.memory()
+  if (src.memorySoftLimitBytes > 0 && memory.rss > src.memorySoftLimitBytes) {
+    issues.push(`resident memory ${Math.round(memory.rss / 1048576)} MB over the soft limit of ${Math.round(src.memorySoftLimitBytes / 1048576)} MB`)
+    worsen('degraded')
+  }
+
+  return {
+    httpStatus: status === 'unhealthy' ? 503 : 200,
+    body: {
+      status,
+      timestamp: new Date(now).toISOString(),
+      uptime_s: Math.round((now - src.startedAt) / 1000),
+      mqtt: {
+        state: link.state,
+        connected: link.isUp,
+        last_activity_seconds_ago: secondsSince(now, link.lastActivityAt),
+        reconnect_attempts: link.attempts,
+        pending_requests: src.pendingTotal()
+      },
+      db: { status: db.status, pool: { total: db.pool.total, idle: db.pool.idle, in_use: db.pool.checkedOut, waiting: db.pool.waiting } },
+      event_loop: { lag_p99_ms: lag },
+      memory: { rss_bytes: memory.rss, heap_used_bytes: memory.heapUsed, soft_limit_bytes: src.memorySoftLimitBytes > 0 ? src.memorySoftLimitBytes : null },
+      issues
+    }
+  }
+}
+
+export function computeMqttHealth (src: HealthSources): Record<string, unknown> {
+  const now = src.now()
+  const { link } = src
+  const bySession = Object.entries(src.pendingBySession())
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, BY_SESSION_LIMIT)
+  return {
+    state: link.state,
+    connected: link.isUp,
+    client_id: link.clientId,
+    last_activity: { timestamp: new Date(link.lastActivityAt).toISOString(), seconds_ago: secondsSince(now, link.lastActivityAt) },
+    reconnection: { attempts: link.attempts, max_attempts: link.maxAttempts, next_attempt_in_ms: link.nextAttemptInMs() },
+    pending_requests: { total: src.pendingTotal(), by_session: Object.fromEntries(bySession) },
+    subscribers: src.subscribers(),
+    recent_transitions: link.recentTransitions().map((t) => ({ from: t.from, to: t.to, at: new Date(t.at).toISOString(), reason: t.reason }))
+  }
+}

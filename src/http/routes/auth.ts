@@ -1,0 +1,111 @@
+/**
+ * POST /api/auth/register, POST /api/auth/login, GET /api/auth/me. Password hashing and
+ * verification run in the worker-thread pool; a login for an unknown user still verifies
+ * against a fixed hash so the answer takes as long as for a wrong password.
+ */
+import type { Passwords } from '../../auth/password.js'
+import type { RateLimiter } from '../../auth/rate-limiter.js'
+import type { Tokens } from '../../auth/tokens.js'
+import type { Accounts } from '../../db/accounts.js'
+import { TetherError } from '../../errors.js'
+import type { Logger } from '../../log.js'
+import { jsonRoute, required, type RouteDeps } from '../request-context.js'
+import type { Handler } from '../server.js'
+import { checkText } from '../validate.js'
+
+export interface AuthRouteDeps extends RouteDeps {
+  accounts: () => Accounts
+  passwords: Passwords
+  tokens: Tokens
+  limiter: RateLimiter
+  log: Logger
+}
+
+const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/
+
+function username (value: unknown): string {
+  const name = required(checkText('username', value, { max: 32 }))
+  if (!USERNAME.test(name)) throw new TetherError('invalid_request', 'username must be 3 to 32 characters from A-Z, a-z, 0-9, _, . and -.')
+  return name
+}
+
+function password (value: unknown): string {
+  // 256 characters: long passphrases pass, multi-megabyte "passwords" do not reach scrypt.
+  const pw = required(checkText('password', value, { max: 256 }))
+  if (pw.length < 8) throw new TetherError('invalid_request', 'password must be at least 8 characters.')
+  return pw
+}
+
+// A real scrypt hash of a random, discarded string: an unknown-user login costs the same
+// verification as a wrong password, so response times do not reveal which usernames exist.
+const DUMMY_HASH = 'scrypt$16384$8$1$sbtuI/0oSbARVNfKQvPChg==$3l3Wd2RinoddX3aC0NmZ6giUfdxJOfX802huln75vkU='
+
+export function registerHandler (deps: AuthRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/auth/register',
+    auth: false,
+    readsBody: true,
+    async handle ({ body, ex }) {
+      const name = username(body.username)
+      const pw = password(body.password)
+      // Before the hash: with the database down this answers 503 without spending scrypt.
+      const accounts = deps.accounts()
+      const hash = await deps.passwords.hash(pw)
+      const user = await accounts.create(name, hash)
+      if (user === null) throw new TetherError('username_taken')
+      deps.log.info({ request_id: ex.requestId, user_id: user.id }, 'user registered')
+      return { status: 201, body: { id: user.id, username: user.username } }
+    }
+  })
+}
+
+export function loginHandler (deps: AuthRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/auth/login',
+    auth: false,
+    readsBody: true,
+    async handle ({ body, ex, remoteAddress }) {
+      // Types first: a malformed body is 400 and costs no rate-limit token.
+      const name = required(checkText('username', body.username, { max: 256 }))
+      const pw = required(checkText('password', body.password, { max: 256 }))
+      const userKey = `user:${name.toLowerCase()}`
+      const ipKey = `ip:${remoteAddress}`
+      for (const key of [userKey, ipKey]) {
+        const verdict = deps.limiter.check(key)
+        if (!verdict.allowed) {
+          deps.log.warn({ request_id: ex.requestId, key: key.startsWith('ip:') ? 'address' : 'username' }, 'login rate-limited')
+          throw new TetherError('rate_limited', undefined, verdict.retryAfterS)
+        }
+      }
+      // Count the attempt as a failure before the (slow) check, so that concurrent attempts
+      // cannot all pass the limiter while the first ones are still being verified; a
+      // successful login clears the username's count and gives the address its token back.
+      deps.limiter.fail(userKey)
+      deps.limiter.fail(ipKey)
+      const user = await deps.accounts().findByUsername(name)
+      const ok = await deps.passwords.verify(pw, user?.password_hash ?? DUMMY_HASH)
+      if (user === undefined || !ok) {
+        deps.log.info({ request_id: ex.requestId }, 'login failed')
+        throw new TetherError('invalid_credentials')
+      }
+      deps.limiter.reset(userKey)
+      deps.limiter.refund(ipKey)
+      const { token, expiresAt } = deps.tokens.sign(user.id, user.username)
+      return { status: 200, body: { token, expires_at: expiresAt.toISOString(), user: { id: user.id, username: user.username } } }
+    }
+  })
+}
+
+export function meHandler (deps: AuthRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/auth/me',
+    auth: true,
+    readsBody: false,
+    async handle ({ user }) {
+      const claims = user as NonNullable<typeof user>
+      const row = await deps.accounts().findById(claims.userId)
+      if (row === undefined) throw new TetherError('unauthorized', 'The account no longer exists.')
+      return { status: 200, body: { id: row.id, username: row.username } }
+    }
+  })
+}

@@ -1,0 +1,46 @@
+/** /api/health, /api/health/mqtt, /livez, /readyz: cheap, synchronous, never touching the broker. */
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
+import { computeHealth, computeMqttHealth, type HealthSources } from '../../health.js'
+import { openExchange, sendJson, type ExchangeHooks } from '../exchange.js'
+
+type Handler = (res: HttpResponse, req: HttpRequest) => void
+
+export function healthHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, '/api/health')
+    const report = computeHealth(sources)
+    sendJson(hooks, ex, report.httpStatus, report.body)
+  }
+}
+
+export function mqttHealthHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, '/api/health/mqtt')
+    sendJson(hooks, ex, 200, computeMqttHealth(sources))
+  }
+}
+
+/** Liveness: answers as long as the event loop does. Orchestrators restart on failure. */
+export function livezHandler (hooks: ExchangeHooks): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, '/livez')
+    sendJson(hooks, ex, 200, { status: 'alive' })
+  }
+}
+
+/** Readiness: 503 while the broker link cannot carry a chat, the database is unusable, or shutting down. */
+export function readyzHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, '/readyz')
+    const { state } = sources.link
+    const linkUsable = state === 'connected' || state === 'stale'
+    const db = sources.db().status
+    const ready = linkUsable && db === 'up' && !sources.shuttingDown()
+    sendJson(hooks, ex, ready ? 200 : 503, {
+      status: ready ? 'ready' : 'not_ready',
+      mqtt: state,
+      db,
+      shutting_down: sources.shuttingDown()
+    })
+  }
+}

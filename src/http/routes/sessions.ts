@@ -1,0 +1,56 @@
+/** POST/GET /api/chatbot/sessions and GET /api/chatbot/sessions/:id/messages, owner-scoped. */
+import type { ChatStore } from '../../db/chat-store.js'
+import { TetherError } from '../../errors.js'
+import { jsonRoute, required, type RouteDeps } from '../request-context.js'
+import type { Handler } from '../server.js'
+import { checkId, checkText } from '../validate.js'
+
+export interface SessionRouteDeps extends RouteDeps {
+  chats: () => ChatStore
+}
+
+/** Listings are bounded: a user with thousands of sessions gets the newest. */
+const MAX_SESSIONS_LISTED = 200
+const MAX_MESSAGES_LISTED = 1000
+
+export function createSessionHandler (deps: SessionRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/chatbot/sessions',
+    auth: true,
+    readsBody: true,
+    emptyBodyOk: true,
+    async handle ({ body, user }) {
+      const title = body.title === undefined || body.title === null ? '' : required(checkText('title', body.title, { min: 0, max: 200 }))
+      const row = await deps.chats().createSession((user as NonNullable<typeof user>).userId, title)
+      return { status: 201, body: { id: row.id, title: row.title, created_at: row.created_at.toISOString() } }
+    }
+  })
+}
+
+export function listSessionsHandler (deps: SessionRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/chatbot/sessions',
+    auth: true,
+    readsBody: false,
+    async handle ({ user }) {
+      const rows = await deps.chats().listSessions((user as NonNullable<typeof user>).userId, MAX_SESSIONS_LISTED)
+      return { status: 200, body: rows.map((r) => ({ id: r.id, title: r.title, created_at: r.created_at.toISOString() })) }
+    }
+  })
+}
+
+export function sessionMessagesHandler (deps: SessionRouteDeps): Handler {
+  return jsonRoute(deps, {
+    route: '/api/chatbot/sessions/:id/messages',
+    auth: true,
+    readsBody: false,
+    params: 1,
+    async handle ({ user, params }) {
+      // Contract (Identifiers): an id that breaks the rule is 400, before any lookup.
+      const sessionId = required(checkId('id', params[0]))
+      const rows = await deps.chats().listMessages((user as NonNullable<typeof user>).userId, sessionId, MAX_MESSAGES_LISTED)
+      if (rows === null) throw new TetherError('session_not_found')
+      return { status: 200, body: rows.map((r) => ({ id: r.id, role: r.role, content: r.content, created_at: r.created_at.toISOString() })) }
+    }
+  })
+}

@@ -1,0 +1,147 @@
+/**
+ * The uWebSockets.js app: the route table, the 404/405/OPTIONS fallback, and a guard that
+ * turns a throwing handler into a 500 instead of a crashed process.
+ */
+import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type WebSocketBehavior, type us_listen_socket } from 'uWebSockets.js'
+import type { Logger } from '../log.js'
+import { openExchange, send, sendError, type Exchange, type ExchangeHooks } from './exchange.js'
+
+export type Method = 'get' | 'post'
+export type Handler = (res: HttpResponse, req: HttpRequest) => void
+
+export interface Route {
+  method: Method
+  path: string
+  handler: Handler
+}
+
+export interface HttpServer {
+  listen: (host: string, port: number) => Promise<number>
+  /** Native fan-out to every WebSocket subscribed to `topic`. */
+  publish: (topic: string, message: string) => void
+  /** Every route template and socket pattern, for the watchdog's diagnostics. */
+  readonly routeNames: string[]
+  /** Stops accepting connections; open keep-alive connections end after their current request. */
+  close: () => void
+}
+
+export interface SocketRoute {
+  pattern: string
+  behavior: WebSocketBehavior<any>
+}
+
+export interface HttpServerOptions {
+  routes: readonly Route[]
+  sockets?: readonly SocketRoute[]
+  hooks: ExchangeHooks
+  preflightHeaders: readonly (readonly [string, string])[]
+  log: Logger
+}
+
+export function createHttpServer (options: HttpServerOptions): HttpServer {
+  const { hooks, log } = options
+  const app: TemplatedApp = uWS.App()
+  const allowed = new Map<string, Set<string>>()
+
+  for (const socket of options.sockets ?? []) app.ws(socket.pattern, socket.behavior)
+
+  for (const route of options.routes) {
+    const methods = allowed.get(route.path) ?? new Set<string>()
+    methods.add(route.method.toUpperCase())
+    allowed.set(route.path, methods)
+    app[route.method](route.path, guarded(route.path, route.handler))
+  }
+
+  // Every known path answers other methods with 405 (and OPTIONS with the preflight); uWS
+  // prefers a method-specific handler over `any` for the same pattern.
+  for (const [path, methods] of allowed) {
+    app.any(path, guarded(path, (res, req) => {
+      const method = req.getMethod().toUpperCase()
+      const ex = openExchange(res, req, path)
+      if (method === 'OPTIONS') {
+        send(hooks, ex, 204, '', [...options.preflightHeaders, ['allow', allowHeader(methods)]])
+        return
+      }
+      sendError(hooks, ex, 'method_not_allowed', {
+        message: `${path} accepts ${allowHeader(methods)}.`,
+        headers: [['allow', allowHeader(methods)]]
+      })
+    }))
+  }
+
+  app.any('/*', guarded('unmatched', (res, req) => {
+    const url = req.getUrl()
+    const method = req.getMethod().toUpperCase()
+    const methods = allowed.get(url)
+    const ex = openExchange(res, req, methods === undefined ? 'unmatched' : url)
+    if (method === 'OPTIONS') {
+      send(hooks, ex, 204, '', [...options.preflightHeaders, ['allow', allowHeader(methods)]])
+      return
+    }
+    if (methods === undefined) {
+      sendError(hooks, ex, 'not_found', { message: `No route ${method} ${url.slice(0, 200)}.` })
+      return
+    }
+    sendError(hooks, ex, 'method_not_allowed', {
+      message: `${url} accepts ${allowHeader(methods)}.`,
+      headers: [['allow', allowHeader(methods)]]
+    })
+  }))
+
+  function guarded (route: string, handler: Handler): Handler {
+    return (res, req) => {
+      hooks.onRequest?.(route)
+      try {
+        if (headerBytes(req) > MAX_HEADER_BYTES) {
+          const ex = openExchange(res, req, route)
+          log.info({ request_id: ex.requestId, route }, 'request headers over 16 KB refused')
+          sendError(hooks, ex, 'headers_too_large', { closeConnection: true })
+          return
+        }
+        handler(res, req)
+      } catch (err) {
+        log.error({ route, err: (err as Error).stack ?? String(err) }, 'route handler threw')
+        const ex: Exchange = { res, route, requestId: 'unknown', origin: '', aborted: false, answered: false, onAbort: null }
+        try { sendError(hooks, ex, 'internal_error') } catch { /* the response may already be gone */ }
+      }
+    }
+  }
+
+  let listenSocket: us_listen_socket | null = null
+  return {
+    listen (host, port) {
+      return new Promise((resolve, reject) => {
+        app.listen(host, port, (socket) => {
+          if (socket === false) {
+            reject(new Error(`cannot listen on ${host}:${port} (address in use or not permitted)`))
+            return
+          }
+          listenSocket = socket
+          resolve(uWS.us_socket_local_port(socket as unknown as uWS.us_socket))
+        })
+      })
+    },
+    publish (topic, message) { app.publish(topic, message) },
+    routeNames: [...new Set([...options.routes.map((r) => r.path), ...(options.sockets ?? []).map((s) => s.pattern), 'unmatched'])],
+    close () {
+      if (listenSocket !== null) uWS.us_listen_socket_close(listenSocket)
+      listenSocket = null
+    }
+  }
+}
+
+/**
+ * Contract: more than 16 KB of request headers is 431. uWebSockets.js's own limit is far
+ * higher, so the sum is checked here (a handful of headers: well under a microsecond).
+ */
+export const MAX_HEADER_BYTES = 16 * 1024
+
+function headerBytes (req: HttpRequest): number {
+  let size = 0
+  req.forEach((key, value) => { size += key.length + value.length + 4 })
+  return size
+}
+
+function allowHeader (methods: Set<string> | undefined): string {
+  return [...(methods ?? []), 'OPTIONS'].join(', ')
+}

@@ -1,0 +1,261 @@
+/**
+ * The request loop: takes chat requests off MQTT, runs each through the upstream model server
+ * within its deadline and a bounded number of slots, and streams the answer back on the
+ * request's `reply_to` (docs/protocol.md, docs/worker.md).
+ *
+ * A request ends in exactly one of: `done`; `error` (upstream failure, overload, shutdown);
+ * or silence, when nobody is listening any more: its deadline passed (the gateway has already
+ * answered 504) or the link went down (the reply topic belongs to a clean session).
+ */
+import type { Clock } from '../clock.js'
+import type { Logger } from '../log.js'
+import type { ChatRequestEnvelope, ReplyEnvelope } from '../mqtt/protocol.js'
+import { createSlots } from './concurrency.js'
+import { UpstreamError, type Upstream } from './openai-stream.js'
+import { createReplyPublisher, type WorkerLink } from './reply-publisher.js'
+import { chunkReply, doneReply, errorReply, parseChatRequest } from './request-envelope.js'
+import type { WorkerTopics } from './worker-topics.js'
+
+export const OVERLOADED = 'worker overloaded'
+export const SHUTTING_DOWN = 'worker shutting down'
+
+export interface LlmWorkerOptions {
+  link: WorkerLink
+  topics: WorkerTopics
+  upstream: Upstream
+  /** Upstream calls in flight at once. */
+  concurrency: number
+  /** Requests waiting for a slot; beyond it, `error` "worker overloaded" at once. */
+  queue: number
+  clock: Clock
+  log: Logger
+}
+
+export interface WorkerStats {
+  received: number
+  completed: number
+  /** An `error` reply for an upstream failure. */
+  failed: number
+  /** Dropped because the deadline passed, before or while waiting for a slot. */
+  expired: number
+  /** Aborted mid-call because the deadline passed. */
+  timedOut: number
+  overloaded: number
+  malformed: number
+  /** Abandoned because the link went down. */
+  linkLost: number
+  /** Aborted by shutdown after the grace period. */
+  shutDown: number
+  active: number
+  waiting: number
+}
+
+export interface LlmWorker {
+  /** Subscribes; the link (started by the caller) restores the subscription on every reconnect. */
+  start: () => void
+  /**
+   * Unsubscribes, lets accepted requests finish for `graceMs`, then aborts the rest with an
+   * `error` "worker shutting down". Resolves when nothing is in flight; the caller then stops
+   * the link (DISCONNECT), which waits for the last PUBACKs.
+   */
+  stop: (graceMs: number) => Promise<void>
+  stats: () => WorkerStats
+}
+
+type StopReason = 'deadline' | 'link-down' | 'shutdown'
+
+interface Job {
+  readonly request: ChatRequestEnvelope
+  readonly controller: AbortController
+  timer: unknown
+  running: boolean
+  stopReason: StopReason | null
+}
+
+type Counter = Exclude<keyof WorkerStats, 'active' | 'waiting'>
+
+export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
+  const { link, topics, upstream, clock, log } = options
+  const replies = createReplyPublisher(link)
+  const slots = createSlots<Job>({
+    concurrency: options.concurrency,
+    queue: options.queue,
+    run: async (job) => {
+      try { await run(job) } catch (err) {
+        // Only a bug gets here (run catches the upstream's failures): free the job regardless.
+        log.error({ request_id: job.request.request_id, err: (err as Error)?.stack ?? String(err) }, 'worker bug')
+        finish(job)
+      }
+    }
+  })
+  const jobs = new Set<Job>()
+  const counts: Record<Counter, number> = {
+    received: 0, completed: 0, failed: 0, expired: 0, timedOut: 0, overloaded: 0, malformed: 0, linkLost: 0, shutDown: 0
+  }
+  let started = false
+  let stopping: Promise<void> | null = null
+  let idleWaiters: Array<() => void> = []
+
+  function send (job: Job, reply: ReplyEnvelope): boolean {
+    if (replies.publish(job.request.reply_to, reply) !== 'lost') return true
+    halt(job, 'link-down')
+    return false
+  }
+
+  function finish (job: Job): void {
+    clock.clearTimeout(job.timer)
+    jobs.delete(job)
+    if (jobs.size === 0) {
+      const waiters = idleWaiters
+      idleWaiters = []
+      for (const resolve of waiters) resolve()
+    }
+  }
+
+  /** Stops a job for a reason that is not the upstream's: the first reason wins. */
+  function halt (job: Job, reason: StopReason): void {
+    if (job.stopReason !== null) return
+    job.stopReason = reason
+    if (job.running) { job.controller.abort(reason); return }
+    // Still waiting for a slot: it never started, so it ends here.
+    slots.withdraw(job)
+    const { request_id: requestId } = job.request
+    if (reason === 'deadline') {
+      counts.expired++
+      log.info({ request_id: requestId }, 'request dropped: deadline passed while waiting for a slot')
+    } else if (reason === 'shutdown') {
+      counts.shutDown++
+      replies.publish(job.request.reply_to, errorReply(requestId, SHUTTING_DOWN))
+    } else {
+      counts.linkLost++
+    }
+    finish(job)
+  }
+
+  async function run (job: Job): Promise<void> {
+    if (job.stopReason !== null) return
+    job.running = true
+    const { request } = job
+    const signal = job.controller.signal
+    const began = clock.now()
+    let text = ''
+    let failure: string | null = null
+    try {
+      for await (const delta of upstream.stream({ history: request.history, content: request.content }, signal)) {
+        if (signal.aborted) break
+        if (delta === '') continue
+        text += delta
+        if (!send(job, chunkReply(request.request_id, delta))) break
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        failure = err instanceof UpstreamError ? err.message : 'worker failed: internal error'
+        if (!(err instanceof UpstreamError)) log.error({ request_id: request.request_id, err: (err as Error)?.stack ?? String(err) }, 'worker bug while streaming')
+      }
+    }
+    const ms = clock.now() - began
+    // Read again: halt() may have set it while the stream was awaited.
+    const reason = job.stopReason as StopReason | null
+    switch (reason) {
+      case null:
+        if (failure === null) {
+          counts.completed++
+          send(job, doneReply(request.request_id, text))
+          log.debug({ request_id: request.request_id, ms, chars: text.length }, 'request done')
+        } else {
+          counts.failed++
+          send(job, errorReply(request.request_id, failure))
+          log.warn({ request_id: request.request_id, ms, error: failure }, 'upstream failed; error reply sent')
+        }
+        break
+      case 'deadline':
+        counts.timedOut++
+        log.info({ request_id: request.request_id, ms }, 'deadline passed mid-call: upstream aborted, nothing more sent')
+        break
+      case 'link-down':
+        counts.linkLost++
+        log.info({ request_id: request.request_id, ms }, 'link down mid-call: upstream aborted')
+        break
+      case 'shutdown':
+        counts.shutDown++
+        replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
+        break
+    }
+    finish(job)
+  }
+
+  function onRequest (payload: Buffer): void {
+    counts.received++
+    const parsed = parseChatRequest(payload, topics.replyPrefix)
+    if (!parsed.ok) {
+      if (parsed.reason === 'version') return
+      counts.malformed++
+      log.warn({ problem: parsed.problem, request_id: parsed.requestId }, 'malformed request')
+      if (parsed.replyTo !== undefined && parsed.requestId !== undefined) {
+        replies.publish(parsed.replyTo, errorReply(parsed.requestId, `malformed request: ${parsed.problem}`))
+      }
+      return
+    }
+    const { request } = parsed
+    // A message already on its way when we unsubscribed: answer at once rather than let it time out.
+    if (stopping !== null) {
+      replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
+      return
+    }
+    const left = request.deadline - clock.now()
+    if (left <= 0) {
+      counts.expired++
+      log.info({ request_id: request.request_id, late_ms: -left }, 'request dropped: deadline already passed')
+      return
+    }
+    const job: Job = { request, controller: new AbortController(), timer: null, running: false, stopReason: null }
+    jobs.add(job)
+    job.timer = clock.setTimeout(() => { halt(job, 'deadline') }, left)
+    if (slots.offer(job) === 'full') {
+      counts.overloaded++
+      log.warn({ request_id: request.request_id, active: slots.active, waiting: slots.waiting }, 'worker overloaded: request refused')
+      replies.publish(request.reply_to, errorReply(request.request_id, OVERLOADED))
+      finish(job)
+    }
+  }
+
+  function onDown (): void {
+    // Replies to in-flight requests cannot be delivered on a clean session: stop paying for them.
+    for (const job of [...jobs]) halt(job, 'link-down')
+  }
+
+  function idle (): Promise<void> {
+    if (jobs.size === 0) return Promise.resolve()
+    return new Promise((resolve) => { idleWaiters.push(resolve) })
+  }
+
+  return {
+    start () {
+      if (started) return
+      started = true
+      link.events.on('down', onDown)
+      link.subscribe(topics.subscription, 1, onRequest, { deliverAs: topics.requests })
+    },
+    stop (graceMs) {
+      stopping ??= (async () => {
+        if (started) link.unsubscribe(topics.subscription)
+        if (jobs.size > 0) {
+          log.info({ in_flight: jobs.size, grace_ms: graceMs }, 'stopping: letting in-flight requests finish')
+          let timer: unknown = null
+          const graceOver = new Promise<void>((resolve) => { timer = clock.setTimeout(resolve, graceMs) })
+          await Promise.race([idle(), graceOver])
+          clock.clearTimeout(timer)
+          if (jobs.size > 0) log.warn({ aborted: jobs.size }, 'grace period over: aborting the rest')
+          // Waiting ones first, so a freed slot does not start one of them.
+          const order = [...slots.waitingItems(), ...jobs]
+          for (const job of order) halt(job, 'shutdown')
+          await idle()
+        }
+        link.events.off('down', onDown)
+        replies.close()
+      })()
+      return stopping
+    },
+    stats: () => ({ ...counts, active: slots.active, waiting: slots.waiting })
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * The one Prometheus registry. Other modules do not import prom-client: they emit events
+ * (link transitions, settlements, dropped replies, HTTP responses) and this module turns them
+ * into series. Names follow tether_<area>_<what>_<unit>; no label ever holds an id.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { LinkStateName } from '../machines/mqtt-link.machine.js'
+import type { Settlement } from './chat/pending-registry.js'
+import type { ReplyDrop } from './chat/chat-service.js'
+
+export const LINK_STATES: readonly LinkStateName[] = ['connecting', 'connected', 'stale', 'reconnecting', 'givingUp', 'closed']
+
+export interface MetricSources {
+  lagP99Seconds: () => number
+  wsConnections: (endpoint: 'hints' | 'chat') => number
+  hintSessions: () => number
+  dbUp: () => boolean
+  dbPool: () => { total: number, idle: number, waiting: number, checkedOut: number }
+  linkState: () => LinkStateName
+  lastActivityAt: () => number
+  reconnectAttempts: () => number
+  pendingRequests: () => number
+  now: () => number
+}
+
+export interface Metrics {
+  readonly registry: Registry
+  setSources: (sources: MetricSources) => void
+  linkTransition: (from: LinkStateName, to: LinkStateName) => void
+  connectAttempt: () => void
+  chatSettled: (s: Settlement) => void
+  replyDropped: (reason: ReplyDrop) => void
+  httpResponse: (route: string, status: number) => void
+  dbAcquired: (seconds: number) => void
+  wsOpened: (endpoint: 'hints' | 'chat') => void
+  wsClosed: (endpoint: 'hints' | 'chat', reason: string) => void
+  wsRefused: (endpoint: 'hints' | 'chat', status: number) => void
+  wsFrameRejected: (endpoint: 'hints' | 'chat', reason: string) => void
+  hintPublished: () => void
+  statePublished: () => void
+  watchdogStall: (stallMs: number) => void
+  /** The largest event-loop delay of the last sampling interval, in seconds. */
+  loopDelaySample: (seconds: number) => void
+}
+
+/** Outcome label values: bounded, and the same words docs/metrics.md uses. */
+export function outcomeLabel (s: Settlement): string {
+  if (s.outcome === 'failed') return s.cause ?? 'failed'
+  return s.outcome === 'timedOut' ? 'timed_out' : s.outcome
+}
+
+export function createMetrics (): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  let sources: MetricSources | null = null
+
+  const linkState = new Gauge({
+    name: 'tether_mqtt_link_state',
+    help: 'MQTT link statechart state: 1 for the current state, 0 for the others.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      const current = sources?.linkState()
+      for (const s of LINK_STATES) this.set({ state: s }, s === current ? 1 : 0)
+    }
+  })
+  void linkState
+  const transitions = new Counter({
+    name: 'tether_mqtt_link_transitions_total',
+    help: 'MQTT link state transitions.',
+    labelNames: ['from', 'to'],
+    registers: [registry]
+  })
+  const attempts = new Counter({
+    name: 'tether_mqtt_connect_attempts_total',
+    help: 'MQTT connection attempts, the first one included.',
+    registers: [registry]
+  })
+  const reconnects = new Counter({
+    name: 'tether_mqtt_reconnects_total',
+    help: 'Times the MQTT link came back up after having been down.',
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_mqtt_reconnect_attempts',
+    help: 'Reconnect attempts since the link was last connected.',
+    registers: [registry],
+    collect () { this.set(sources?.reconnectAttempts() ?? 0) }
+  })
+  new Gauge({
+    name: 'tether_mqtt_last_activity_age_seconds',
+    help: 'Seconds since anything arrived from the broker.',
+    registers: [registry],
+    collect () {
+      if (sources !== null) this.set(Math.max(0, (sources.now() - sources.lastActivityAt()) / 1000))
+    }
+  })
+  const dropped = new Counter({
+    name: 'tether_mqtt_replies_dropped_total',
+    help: 'Replies dropped: malformed, unknown request id, or duplicate after the first done/error.',
+    labelNames: ['reason'],
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_chat_pending_requests',
+    help: 'Chat requests in flight.',
+    registers: [registry],
+    collect () { this.set(sources?.pendingRequests() ?? 0) }
+  })
+  const outcomes = new Counter({
+    name: 'tether_chat_requests_total',
+    help: 'Chat requests by how they ended: done, worker_error, link_down, shutdown, timed_out, cancelled.',
+    labelNames: ['outcome'],
+    registers: [registry]
+  })
+  const duration = new Histogram({
+    name: 'tether_chat_request_duration_seconds',
+    help: 'Time from publishing a chat request to its end, by outcome.',
+    labelNames: ['outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry]
+  })
+  const responses = new Counter({
+    name: 'tether_http_responses_total',
+    help: 'HTTP responses by route template and status code.',
+    labelNames: ['route', 'status'],
+    registers: [registry]
+  })
+
+  // Label lookups hash the label set on every call; the label values are few and fixed, so
+  // the labelled children are looked up once and kept (this runs on every request).
+  const outcomeChildren = new Map<string, { count: { inc: () => void }, time: { observe: (v: number) => void } }>()
+  const responseChildren = new Map<string, { inc: () => void }>()
+
+  new Gauge({
+    name: 'tether_db_up',
+    help: '1 while the database answers, 0 while it does not.',
+    registers: [registry],
+    collect () { this.set(sources?.dbUp() === true ? 1 : 0) }
+  })
+  new Gauge({
+    name: 'tether_db_pool_connections',
+    help: 'PostgreSQL pool connections by state: idle, in_use (checked out) and total.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      const p = sources?.dbPool()
+      if (p === undefined) return
+      this.set({ state: 'total' }, p.total)
+      this.set({ state: 'idle' }, p.idle)
+      this.set({ state: 'in_use' }, p.checkedOut)
+    }
+  })
+  new Gauge({
+    name: 'tether_db_pool_waiting_requests',
+    help: 'Queries waiting for a free pool connection.',
+    registers: [registry],
+    collect () { this.set(sources?.dbPool().waiting ?? 0) }
+  })
+  const acquire = new Histogram({
+    name: 'tether_db_pool_acquire_duration_seconds',
+    help: 'Time to get a connection from the PostgreSQL pool (including failures at the acquire timeout).',
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+    registers: [registry]
+  })
+
+  new Gauge({
+    name: 'tether_ws_connections',
+    help: 'Open WebSockets by endpoint (hints, chat).',
+    labelNames: ['endpoint'],
+    registers: [registry],
+    collect () {
+      if (sources === null) return
+      this.set({ endpoint: 'hints' }, sources.wsConnections('hints'))
+      this.set({ endpoint: 'chat' }, sources.wsConnections('chat'))
+    }
+  })
+  new Gauge({
+    name: 'tether_ws_hint_subscriptions',
+    help: 'Sessions with at least one hints socket, each holding one MQTT subscription.',
+    registers: [registry],
+    collect () { this.set(sources?.hintSessions() ?? 0) }
+  })
+  const wsOpens = new Counter({ name: 'tether_ws_opened_total', help: 'WebSockets opened, by endpoint.', labelNames: ['endpoint'], registers: [registry] })
+  const wsCloses = new Counter({
+    name: 'tether_ws_closed_total',
+    help: 'WebSockets closed, by endpoint and reason: client, dropped (network, idle timeout), message_too_big, unsupported_data, slow_consumer, token_expired, policy_violation, shutting_down.',
+    labelNames: ['endpoint', 'reason'],
+    registers: [registry]
+  })
+  const wsRefusals = new Counter({ name: 'tether_ws_upgrades_refused_total', help: 'WebSocket upgrades refused before the 101, by endpoint and HTTP status.', labelNames: ['endpoint', 'status'], registers: [registry] })
+  const wsRejected = new Counter({
+    name: 'tether_ws_frames_rejected_total',
+    help: 'Client frames rejected, by endpoint and reason: binary, too_big, malformed, unknown_type, invalid, rate_limited, link_down.',
+    labelNames: ['endpoint', 'reason'],
+    registers: [registry]
+  })
+  const hints = new Counter({ name: 'tether_ws_hints_published_total', help: 'Hints received from MQTT and published to their session\'s sockets (one per hint, not per socket).', registers: [registry] })
+  const states = new Counter({ name: 'tether_ws_state_published_total', help: 'State frames published to MQTT.', registers: [registry] })
+
+  const stalls = new Counter({ name: 'tether_watchdog_stalls_total', help: 'Event-loop stalls past WATCHDOG_STALL_MS that the loop came back from (with WATCHDOG_EXIT on, the process ends instead).', registers: [registry] })
+  const stallSeconds = new Histogram({ name: 'tether_watchdog_stall_duration_seconds', help: 'Length of the stalls the watchdog reported and the loop came back from.', buckets: [1, 2, 5, 10, 30, 60, 300], registers: [registry] })
+  const loopDelay = new Histogram({
+    name: 'tether_event_loop_delay_seconds',
+    help: 'Largest event-loop delay in each one-second interval (perf_hooks monitorEventLoopDelay).',
+    buckets: [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_event_loop_lag_p99_seconds',
+    help: 'Event-loop delay p99 over the last 30 s (what /api/health reports as event_loop.lag_p99_ms).',
+    registers: [registry],
+    collect () { this.set(sources?.lagP99Seconds() ?? 0) }
+  })
+
+  let wasDown = false
+  return {
+    watchdogStall (stallMs) { stalls.inc(); stallSeconds.observe(stallMs / 1000) },
+    loopDelaySample (seconds) { loopDelay.observe(seconds) },
+    wsOpened (endpoint) { wsOpens.inc({ endpoint }) },
+    wsClosed (endpoint, reason) { wsCloses.inc({ endpoint, reason }) },
+    wsRefused (endpoint, status) { wsRefusals.inc({ endpoint, status: String(status) }) },
+    wsFrameRejected (endpoint, reason) { wsRejected.inc({ endpoint, reason }) },
+    hintPublished () { hints.inc() },
+    statePublished () { states.inc() },
+    dbAcquired (seconds) { acquire.observe(seconds) },
+    registry,
+    setSources (s) { sources = s },
+    linkTransition (from, to) {
+      transitions.inc({ from, to })
+      if (to === 'reconnecting' || to === 'givingUp') wasDown = true
+      if (to === 'connected' && from !== 'stale' && wasDown) { reconnects.inc(); wasDown = false }
+    },
+    connectAttempt () { attempts.inc() },
+    chatSettled (s) {
+      const outcome = outcomeLabel(s)
+      let child = outcomeChildren.get(outcome)
+      if (child === undefined) {
+        child = { count: outcomes.labels({ outcome }), time: duration.labels({ outcome }) }
+        outcomeChildren.set(outcome, child)
+      }
+      child.count.inc()
+      child.time.observe((s.settledAt - s.startedAt) / 1000)
+    },
+    replyDropped (reason) { dropped.inc({ reason }) },
+    httpResponse (route, status) {
+      const key = `${status} ${route}`
+      let child = responseChildren.get(key)
+      if (child === undefined) {
+        child = responses.labels({ route, status: String(status) })
+        responseChildren.set(key, child)
+      }
+      child.inc()
+    }
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * Drives the link statechart with a real mqtt.js client: fills the machine's slots with I/O,
+ * turns client events into machine events, and keeps the subscription registry that is
+ * restored on every (re)connect. Callers see `publish()` refuse while the link is not
+ * `connected`, which is what lets the chat path answer 503 at once instead of queueing.
+ */
+import { EventEmitter } from 'node:events'
+import type { MqttClient } from 'mqtt'
+import { createActor, type Actor } from 'xstate'
+import { linkStateName, mqttLinkMachine, type LinkStateName } from '../../machines/mqtt-link.machine.js'
+import type { Clock } from '../clock.js'
+import type { Logger } from '../log.js'
+import { openClient } from './open-client.js'
+
+export type QoS = 0 | 1
+
+export interface LinkTransition {
+  from: LinkStateName
+  to: LinkStateName
+  at: number
+  reason: string | null
+}
+
+export interface MqttLinkOptions {
+  url: string
+  clientId: string
+  probeTopic: string
+  keepaliveS: number
+  staleAfterMs: number
+  probeTimeoutMs: number
+  connectTimeoutMs: number
+  maxReconnectAttempts: number
+  backoffBaseMs: number
+  backoffCapMs: number
+  clock: Clock
+  log: Logger
+  random?: () => number
+  /** When the oldest request still waiting for a reply went out (epoch ms), or null if none. */
+  inFlightSince: () => number | null
+}
+
+export interface MqttLink {
+  start: () => void
+  /** Clean DISCONNECT; resolves when the socket is closed (bounded by the connect timeout). */
+  stop: () => Promise<void>
+  /** False (and nothing queued) unless the link is `connected`. */
+  publish: (topic: string, payload: string | Buffer, qos: QoS) => boolean
+  /**
+   * Keeps `topic` (a filter) subscribed across reconnects. Messages are routed to `handler` by
+   * their exact topic, which is `topic` itself unless `options.deliverAs` names another: a
+   * shared subscription `$share/<group>/x` delivers messages as `x` (MQTT 5 4.8.2).
+   */
+  subscribe: (topic: string, qos: QoS, handler: (payload: Buffer, topic: string) => void, options?: SubscribeOptions) => void
+  unsubscribe: (topic: string) => void
+  /** A request went out on a link with nothing in flight: bring the staleness check forward. */
+  wake: () => void
+  readonly state: LinkStateName
+  readonly isUp: boolean
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly lastActivityAt: number
+  /** Since when the link has not been usable (epoch ms), or null while it is. */
+  readonly downSince: number | null
+  readonly clientId: string
+  /** Milliseconds until the next connection attempt, 0 when one is under way or the link is up. */
+  nextAttemptInMs: () => number
+  readonly subscriptionCount: number
+  recentTransitions: () => readonly LinkTransition[]
+  readonly events: EventEmitter<LinkEvents>
+}
+
+export interface SubscribeOptions {
+  /** The topic messages of this subscription arrive with, when it differs from the filter. */
+  deliverAs?: string
+}
+
+const HISTORY = 50
+
+export interface LinkEvents {
+  up: []
+  down: [reason: string | null]
+  transition: [LinkTransition]
+  /** A connection attempt started (the first one included). */
+  attempt: []
+}
+
+export function createMqttLink (options: MqttLinkOptions): MqttLink {
+  const { clock, log } = options
+  const keepaliveMs = options.keepaliveS * 1000
+  const events = new EventEmitter<LinkEvents>()
+  // Keyed by the subscribed filter (what is restored and unsubscribed)...
+  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string) => void, deliverAs: string }>()
+  // ...and by the topic messages arrive with (what incoming messages are matched against).
+  const routes = new Map<string, (payload: Buffer, topic: string) => void>()
+  const transitions: LinkTransition[] = []
+
+  let client: MqttClient | null = null
+  let generation = 0
+  let lastInboundAt = clock.now()
+  let downSince: number | null = clock.now()
+  let nextAttemptAt = 0
+  let state: LinkStateName = 'connecting'
+  let closing: Promise<void> | null = null
+  let actor: Actor<typeof mqttLinkMachine> | null = null
+
+  function send (event: Parameters<Actor<typeof mqttLinkMachine>['send']>[0]): void {
+    actor?.send(event)
+  }
+
+  function open (): void {
+    const gen = ++generation
+    events.emit('attempt')
+    const c = openClient({
+      url: options.url,
+      clientId: options.clientId,
+      keepaliveS: options.keepaliveS,
+      connectTimeoutMs: options.connectTimeoutMs
+    })
+    client = c
+    const current = (): boolean => gen === generation
+    c.on('connect', () => {
+      if (!current()) return
+      lastInboundAt = clock.now()
+      send({ type: 'CONNECTED' })
+    })
+    c.on('message', (topic, payload) => {
+      if (!current()) return
+      lastInboundAt = clock.now()
+      if (topic === options.probeTopic) {
+        if (state === 'stale') send({ type: 'PROBE_ACK' })
+        return
+      }
+      const handler = routes.get(topic)
+      if (handler !== undefined) handler(payload, topic)
+    })
+    c.on('error', (err) => {
+      if (!current()) return
+      send({ type: 'CONNECTION_LOST', reason: err.message })
+    })
+    c.on('close', () => {
+      if (!current()) return
+      send({ type: 'CONNECTION_LOST', reason: 'connection closed' })
+    })
+  }
+
+  function drop (): void {
+    generation++
+    const c = client
+    client = null
+    if (c !== null) {
+      c.removeAllListeners('connect').removeAllListeners('message')
+      // Keep a no-op error listener: a destroyed stream may still emit, and an unhandled
+      // 'error' event would crash the process.
+      c.on('error', () => {})
+      c.end(true)
+    }
+  }
+
+  function close (): void {
+    generation++
+    const c = client
+    client = null
+    if (c === null) { closing = Promise.resolve(); return }
+    c.removeAllListeners('message')
+    c.on('error', () => {})
+    closing = new Promise<void>((resolve) => {
+      // A broker that stopped answering must not hold shutdown: force it after a bound.
+      const timer = clock.setTimeout(() => { c.end(true); resolve() }, options.connectTimeoutMs)
+      c.end(false, () => { clock.clearTimeout(timer); resolve() })
+    })
+  }
+
+  function restoreSubscriptions (): void {
+    const c = client
+    if (c === null) return
+    const map: Record<string, { qos: QoS }> = { [options.probeTopic]: { qos: 0 } }
+    for (const [topic, entry] of handlers) map[topic] = { qos: entry.qos }
+    c.subscribe(map, (err) => {
+      if (err !== null && err !== undefined) {
+        log.error({ err: err.message }, 'restoring subscriptions failed; rebuilding the link')
+        send({ type: 'CONNECTION_LOST', reason: `subscribe failed: ${err.message}` })
+      }
+    })
+  }
+
+  function silenceStart (): number | null {
+    const since = options.inFlightSince()
+    return since === null ? null : Math.max(since, lastInboundAt)
+  }
+
+  function looksStale (): boolean {
+    const now = clock.now()
+    if (now - lastInboundAt >= keepaliveMs) return true
+    const silent = silenceStart()
+    return silent !== null && now - silent >= options.staleAfterMs
+  }
+
+  function msUntilStaleCheck (): number {
+    const now = clock.now()
+    let wait = keepaliveMs - (now - lastInboundAt)
+    const silent = silenceStart()
+    if (silent !== null) wait = Math.min(wait, options.staleAfterMs - (now - silent))
+    // Never spin: a check at most every 10 ms even when the maths says "now".
+    return Math.max(10, Math.min(wait, keepaliveMs))
+  }
+
+  const machine = mqttLinkMachine.provide({
+    actions: {
+      openConnection: open,
+      dropConnection: drop,
+      closeConnection: close,
+      restoreSubscriptions,
+      sendProbe: () => {
+        client?.publish(options.probeTopic, String(clock.now()), { qos: 0 })
+      },
+      notifyUp: () => {
+        downSince = null
+        events.emit('up')
+      },
+      notifyDown: ({ context }) => {
+        if (downSince === null) downSince = clock.now()
+        events.emit('down', context.lastError)
+      },
+      noteRetryScheduled: ({ context }) => {
+        nextAttemptAt = clock.now() + context.retryDelayMs
+      }
+    },
+    guards: { linkLooksStale: looksStale },
+    delays: { nextStaleCheck: msUntilStaleCheck }
+  })
+
+  return {
+    start () {
+      if (actor !== null) return
+      actor = createActor(machine, {
+        clock,
+        input: {
+          maxReconnectAttempts: options.maxReconnectAttempts,
+          backoffBaseMs: options.backoffBaseMs,
+          backoffCapMs: options.backoffCapMs,
+          connectTimeoutMs: options.connectTimeoutMs,
+          probeTimeoutMs: options.probeTimeoutMs,
+          random: options.random ?? Math.random
+        }
+      })
+      actor.subscribe((snapshot) => {
+        const next = linkStateName(snapshot.value)
+        if (next === state) return
+        const t: LinkTransition = { from: state, to: next, at: clock.now(), reason: snapshot.context.lastError }
+        state = next
+        transitions.push(t)
+        if (transitions.length > HISTORY) transitions.shift()
+        const level = next === 'connected' || next === 'closed' || next === 'connecting' ? 'info' : 'warn'
+        log[level]({ from: t.from, to: t.to, reason: t.reason, attempts: snapshot.context.attempts }, 'mqtt link transition')
+        events.emit('transition', t)
+      })
+      actor.start()
+    },
+    async stop () {
+      if (actor === null) return
+      send({ type: 'CLOSE' })
+      await closing
+      actor.stop()
+    },
+    publish (topic, payload, qos) {
+      if (state !== 'connected' || client === null) return false
+      client.publish(topic, payload, { qos })
+      return true
+    },
+    subscribe (topic, qos, handler, subscribeOptions) {
+      const previous = handlers.get(topic)
+      if (previous !== undefined && routes.get(previous.deliverAs) === previous.handler) routes.delete(previous.deliverAs)
+      const deliverAs = subscribeOptions?.deliverAs ?? topic
+      handlers.set(topic, { qos, handler, deliverAs })
+      routes.set(deliverAs, handler)
+      if (state === 'connected' || state === 'stale') client?.subscribe(topic, { qos })
+    },
+    unsubscribe (topic) {
+      const entry = handlers.get(topic)
+      if (entry === undefined) return
+      handlers.delete(topic)
+      if (routes.get(entry.deliverAs) === entry.handler) routes.delete(entry.deliverAs)
+      if (state === 'connected' || state === 'stale') client?.unsubscribe(topic)
+    },
+    wake () {
+      if (state === 'connected') send({ type: 'WAKE' })
+    },
+    get state () { return state },
+    get isUp () { return state === 'connected' },
+    get attempts () { return actor?.getSnapshot().context.attempts ?? 0 },
+    get maxAttempts () { return options.maxReconnectAttempts },
+    get lastActivityAt () { return lastInboundAt },
+    get downSince () { return downSince },
+    get clientId () { return options.clientId },
+    nextAttemptInMs () {
+      if (state !== 'reconnecting' && state !== 'givingUp') return 0
+      return Math.max(0, nextAttemptAt - clock.now())
+    },
+    get subscriptionCount () { return handlers.size },
+    recentTransitions: () => transitions.slice(),
+    events
+  }
+}

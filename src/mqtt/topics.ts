@@ -1,0 +1,22 @@
+/** Every topic Tether uses, built in one place from the prefix (contract: MQTT topics). */
+export interface Topics {
+  readonly chatRequest: string
+  readonly replyTo: string
+  readonly probe: string
+  hints: (sessionId: string) => string
+  state: (sessionId: string) => string
+  readonly templates: string
+}
+
+export function createTopics (prefix: string, instanceId: string): Topics {
+  return {
+    chatRequest: `${prefix}/chat/request`,
+    replyTo: `${prefix}/chat/reply/${instanceId}`,
+    // The gateway publishes here and expects its own message back: proof that the broker
+    // still routes for this connection, which a TCP keepalive alone cannot give.
+    probe: `${prefix}/probe/${instanceId}`,
+    hints: (sessionId) => `${prefix}/hints/${sessionId}`,
+    state: (sessionId) => `${prefix}/state/${sessionId}`,
+    templates: `${prefix}/templates`
+  }
+}

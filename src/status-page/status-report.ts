@@ -1,0 +1,132 @@
+/**
+ * What GET /api/status says: one snapshot for the live status page (src/status-page/page.ts),
+ * from the same live sources as /api/health plus the counters of the metrics registry.
+ * Counters are totals since start; the page derives rates from two snapshots, so nothing
+ * here keeps state between requests (and several viewers do not disturb each other).
+ */
+import { computeHealth, computeMqttHealth, type HealthSources, type HealthStatus } from '../health.js'
+
+/** One labelled value of a prom-client metric (what `metric.get()` lists). */
+export interface Sample {
+  labels: Partial<Record<string, string | number>>
+  value: number
+}
+
+export interface StatusCounters {
+  /** tether_http_responses_total */
+  httpResponses: readonly Sample[]
+  /** tether_chat_requests_total */
+  chatOutcomes: readonly Sample[]
+  /** tether_ws_connections */
+  wsConnections: readonly Sample[]
+}
+
+/**
+ * Routes that monitoring polls: left out of the request counts, or the rates would mostly
+ * show the status page (one request a second per viewer) and the orchestrator's probes.
+ */
+export const MONITORING_ROUTES: ReadonlySet<string> = new Set([
+  '/', '/status', '/api/status', '/api/health', '/api/health/mqtt', '/livez', '/readyz', '/metrics'
+])
+
+const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx'] as const
+
+export interface StatusReport {
+  status: HealthStatus
+  timestamp: string
+  uptime_s: number
+  /** Why chats cannot be served right now, in words; empty when they can. */
+  outage: string[]
+  issues: string[]
+  link: {
+    state: string
+    connected: boolean
+    client_id: string
+    /**
+     * Up: when the link last came up (a return from stale does not count), if still among the
+     * recent transitions. Down: when it went down, however many attempts ago.
+     */
+    since: string | null
+    last_activity_seconds_ago: number
+    reconnect_attempts: number
+    max_attempts: number
+    next_attempt_in_ms: number
+    /** Oldest first, as /api/health/mqtt lists them. */
+    recent_transitions: Array<{ from: string, to: string, at: string, reason: string | null }>
+  }
+  pending_requests: number
+  websockets: { hints: number, chat: number, hint_sessions: number }
+  event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
+  memory: { rss_bytes: number, heap_used_bytes: number }
+  db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
+  /** Totals since start; monitoring routes (MONITORING_ROUTES) are not counted. */
+  http_responses: Record<(typeof STATUS_CLASSES)[number], number>
+  /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, cancelled), since start. */
+  chats: Record<string, number>
+}
+
+export function computeStatus (src: HealthSources, counters: StatusCounters): StatusReport {
+  const health = computeHealth(src).body
+  const mqtt = computeMqttHealth(src) as {
+    client_id: string
+    reconnection: { attempts: number, max_attempts: number, next_attempt_in_ms: number }
+    recent_transitions: StatusReport['link']['recent_transitions']
+    subscribers: { hint_sessions: number }
+  }
+  const transitions = mqtt.recent_transitions
+  const up = health.mqtt.state === 'connected' || health.mqtt.state === 'stale'
+  const cameUp = transitions.findLast((tr) => tr.to === 'connected' && tr.from !== 'stale')
+  const downSince = src.link.downSince
+  const since = up
+    ? (cameUp?.at ?? null)
+    : (downSince === null ? null : new Date(downSince).toISOString())
+
+  const outage: string[] = []
+  const state = health.mqtt.state
+  // `stale` still carries chats while the broker is probed (readiness says the same).
+  if (!up) {
+    outage.push(`MQTT link ${state}: chats are answered 503 llm_unavailable until it is connected again`)
+  }
+  if (health.db.status !== 'up') {
+    outage.push(health.db.status === 'migrating'
+      ? 'Database not migrated yet (unreachable since start-up): chats and accounts are answered 503 db_unavailable'
+      : 'Database down: chats and accounts are answered 503 db_unavailable')
+  }
+  if (src.shuttingDown()) outage.push('Shutting down: new chats are answered 503 shutting_down')
+
+  const http = Object.fromEntries(STATUS_CLASSES.map((c) => [c, 0])) as StatusReport['http_responses']
+  for (const { labels, value } of counters.httpResponses) {
+    if (MONITORING_ROUTES.has(String(labels.route))) continue
+    const cls = `${String(labels.status).charAt(0)}xx` as keyof typeof http
+    if (cls in http) http[cls] += value
+  }
+  const chats: Record<string, number> = {}
+  for (const { labels, value } of counters.chatOutcomes) chats[String(labels.outcome)] = value
+  const ws = (endpoint: string): number => counters.wsConnections.find((s) => s.labels.endpoint === endpoint)?.value ?? 0
+
+  return {
+    status: health.status,
+    timestamp: health.timestamp,
+    uptime_s: health.uptime_s,
+    outage,
+    issues: health.issues,
+    link: {
+      state,
+      connected: health.mqtt.connected,
+      client_id: mqtt.client_id,
+      since,
+      last_activity_seconds_ago: health.mqtt.last_activity_seconds_ago,
+      reconnect_attempts: mqtt.reconnection.attempts,
+      max_attempts: mqtt.reconnection.max_attempts,
+      next_attempt_in_ms: mqtt.reconnection.next_attempt_in_ms,
+      recent_transitions: transitions
+    },
+    pending_requests: health.mqtt.pending_requests,
+    websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
+    event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },
+    memory: { rss_bytes: health.memory.rss_bytes, heap_used_bytes: health.memory.heap_used_bytes },
+    db: health.db,
+    http_responses: http,
+    chats
+  }
+}

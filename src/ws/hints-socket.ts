@@ -1,0 +1,119 @@
+/**
+ * `/api/mqtt/ws/hints/:session_id`: a browser's live view of one session. Hints published on
+ * `llm/hints/<session_id>` arrive as `{"type":"hint",...}` frames; `{"type":"state","data":…}`
+ * frames go to `llm/state/<session_id>` at QoS 0 (only `data`), rate-limited per socket.
+ */
+import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
+import type { Clock } from '../clock.js'
+import { TetherError } from '../errors.js'
+import { isValidId } from '../ids.js'
+import type { Logger } from '../log.js'
+import type { MqttLink } from '../mqtt/mqtt-link.js'
+import type { Topics } from '../mqtt/topics.js'
+import { MAX_STRIKES, parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
+import type { HintHub } from './hint-hub.js'
+import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
+import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
+
+export interface HintSocketData extends SocketData {
+  endpoint: 'hints'
+  sessionId: string
+  bucket: Bucket
+  strikes: number
+  lastErrorAt: number
+}
+
+export interface HintsSocketDeps {
+  upgrade: UpgradeDeps
+  ownsSession: (userId: string, sessionId: string) => Promise<boolean>
+  registry: SocketRegistry
+  hub: HintHub
+  link: Pick<MqttLink, 'publish'>
+  topics: Topics
+  clock: Clock
+  log: Logger
+  idleTimeoutS: number
+  maxPayloadBytes: number
+  maxBackpressure: number
+  statePerSecond: number
+  stateBurst: number
+  onOpen?: () => void
+  onClose?: (reason: string) => void
+  onRejected?: (reason: FrameReason) => void
+  onState?: () => void
+}
+
+export const HINTS_ROUTE = '/api/mqtt/ws/hints/:session_id'
+
+export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocketData> {
+  const { clock } = deps
+
+  function reject (ws: WebSocket<HintSocketData>, reason: FrameReason, message: string): void {
+    const data = ws.getUserData()
+    deps.onRejected?.(reason)
+    if (reason === 'binary') { deps.registry.close(ws, 'unsupported_data'); return }
+    if (++data.strikes >= MAX_STRIKES) { deps.registry.close(ws, 'policy_violation'); return }
+    // At most one error frame a second: a flood must not be answered with a flood.
+    const now = clock.now()
+    if (now - data.lastErrorAt < 1000) return
+    data.lastErrorAt = now
+    ws.send(JSON.stringify({ type: 'error', error: reason, message }))
+  }
+
+  return {
+    ...socketLimits(deps),
+    upgrade: upgradeHandler<HintSocketData>(deps.upgrade, {
+      route: HINTS_ROUTE,
+      params: 1,
+      precheck: ([sessionId]) => isValidId(sessionId) ? null : new TetherError('invalid_request', 'session_id must match [A-Za-z0-9_-]{1,64}.'),
+      async check ({ user, params }) {
+        const sessionId = params[0] as string
+        if (user !== null && !(await deps.ownsSession(user.userId, sessionId))) throw new TetherError('session_not_found')
+        return {
+          endpoint: 'hints',
+          userId: user?.userId ?? sessionId,
+          sessionId,
+          expiresAt: user?.expiresAt ?? 0,
+          closed: false,
+          closedBy: null,
+          bucket: { tokens: deps.stateBurst, at: clock.now() },
+          strikes: 0,
+          lastErrorAt: 0
+        }
+      }
+    }),
+    open (ws) {
+      deps.registry.add(ws)
+      ws.subscribe(deps.hub.join(ws.getUserData().sessionId))
+      deps.onOpen?.()
+    },
+    message (ws, message, isBinary) {
+      if (message.byteLength > deps.maxPayloadBytes) { deps.onRejected?.('too_big'); deps.registry.close(ws, 'message_too_big'); return }
+      const parsed = parseFrame(message, isBinary, ['state'])
+      if (!parsed.ok) { reject(ws, parsed.reason, parsed.message); return }
+      const data = ws.getUserData()
+      if (!takeToken(data.bucket, clock.now(), deps.statePerSecond, deps.stateBurst)) {
+        reject(ws, 'rate_limited', `At most ${deps.statePerSecond} state frames per second.`)
+        return
+      }
+      // Contract: only `data` is published; QoS 0, since state is superseded by the next one.
+      const payload = JSON.stringify(parsed.frame.data ?? null)
+      if (!deps.link.publish(deps.topics.state(data.sessionId), payload, 0)) {
+        reject(ws, 'link_down', 'The model broker is not reachable; state not sent.')
+        return
+      }
+      data.strikes = 0
+      deps.onState?.()
+    },
+    close (ws, code, message) {
+      const data = ws.getUserData()
+      data.closed = true
+      deps.registry.remove(ws)
+      deps.hub.leave(data.sessionId)
+      const text = Buffer.from(message).toString()
+      const reason = closeReasonOf(data, code, text)
+      deps.log.debug({ endpoint: data.endpoint, code, message: text, reason }, 'websocket closed')
+      deps.onClose?.(reason)
+    }
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * deploy/nginx/tether.conf in front of a real Tether: a real nginx (Debian's package) runs on
+ * loopback as a child process with the shipped file as its site, only the upstream address,
+ * the listen port and (derived by the file's own rule) the chat read timeout replaced. Chat,
+ * the hints and chat WebSockets and an event stream must work through it, event by event, and
+ * a slow answer must not be cut by the proxy, while a proxy timeout shorter than the answer
+ * is shown to cut it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { createGunzip } from 'node:zlib'
+import t, { type Test } from 'tap'
+import { SETTINGS } from '../../src/config.js'
+import { findExecutable, startTestBroker } from '../fixtures/broker.js'
+import { startGateway } from '../fixtures/gateway.js'
+import { freePort, canConnect } from '../fixtures/ports.js'
+import { chunk, done, echo, startScriptedWorker, type ChatRequest, type Reply, type ScriptedWorker } from '../fixtures/scripted-worker.js'
+import { waitFor } from '../fixtures/wait-for.js'
+import { connect, mqttPeer, untilHintsFlow, wsUrl } from '../fixtures/ws-client.js'
+
+const SHIPPED = fileURLToPath(new URL('../../deploy/nginx/tether.conf', import.meta.url))
+/**
+ * The shipped file's rule (its comments): the chat route's proxy_read_timeout is
+ * CHAT_TIMEOUT_MS plus 30 s for the database work around the deadline.
+ */
+const CHAT_READ_MARGIN_S = 30
+const chatReadTimeoutS = (chatTimeoutMs: number): number => Math.ceil(chatTimeoutMs / 1000) + CHAT_READ_MARGIN_S
+
+/** Small enough for a test; the worker's slow answer comes well inside it. */
+const CHAT_TIMEOUT_MS = 8000
+/** How long the slow worker takes: longer than the too-short proxy timeout below. */
+const SLOW_ANSWER_MS = 6000
+/** A proxy read timeout shorter than the slow answer: what the shipped rule prevents. */
+const TOO_SHORT_READ_TIMEOUT_S = 3
+/** The streaming worker holds its done back this long at most, waiting for the chunk to reach the client. */
+const GATE_TIMEOUT_MS = 5000
+
+function fallback (env: string): number {
+  const setting = SETTINGS.find((s) => s.env === env)
+  if (setting === undefined || typeof setting.fallback !== 'number') throw new Error(`no numeric default for ${env}`)
+  return setting.fallback
+}
+
+const template = readFileSync(SHIPPED, 'utf8')
+
+/** Replaces exactly one match, or throws: a changed template must fail here, not silently render something else. */
+function replaceOne (text: string, pattern: RegExp, replacement: string, what: string): string {
+  const matches = text.match(new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : pattern.flags + 'g'))
+  if (matches?.length !== 1) throw new Error(`rendering ${SHIPPED}: expected one ${what}, found ${matches?.length ?? 0}`)
+  return text.replace(pattern, replacement)
+}
+
+/** The location block `location <match> { ... }` (the shipped file nests no blocks inside locations). */
+function locationBlock (text: string, match: string): string {
+  const start = text.indexOf(`location ${match} {`)
+  if (start < 0) throw new Error(`${SHIPPED} has no location ${match}`)
+  return text.slice(start, text.indexOf('}', start) + 1)
+}
+
+function seconds (block: string, directive: string): number {
+  const m = new RegExp(`^\\s*${directive}\\s+(\\d+)s;`, 'm').exec(block)
+  if (m === null) throw new Error(`no ${directive} in ${block.split('\n')[0]}`)
+  return Number(m[1])
+}
+
+interface RenderOptions { upstream: string, port: number, chatReadTimeoutS: number }
+
+function render ({ upstream, port, chatReadTimeoutS }: RenderOptions): string {
+  let site = replaceOne(template, /^(\s*server\s+)127\.0\.0\.1:8000;/m, `$1${upstream};`, 'upstream server 127.0.0.1:8000')
+  site = replaceOne(site, /^(\s*listen\s+)80;/m, `$1127.0.0.1:${port};`, 'listen 80')
+  site = replaceOne(site, /^\s*listen\s+\[::\]:80;\n/m, '', 'listen [::]:80')
+  const chat = locationBlock(site, '= /api/chatbot/messages')
+  const rendered = replaceOne(chat, /proxy_read_timeout\s+\d+s;/, `proxy_read_timeout ${chatReadTimeoutS}s;`, 'chat proxy_read_timeout')
+  return site.replace(chat, rendered)
+}
+
+interface Nginx { port: number, errorLog: () => string }
+
+/**
+ * nginx in the foreground, one process (no master/worker split, so nothing runs as another
+ * user and one signal ends it), with its pid, logs and temp files under a fresh prefix: it
+ * touches neither /etc/nginx nor /var/log/nginx.
+ */
+async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'port'>): Promise<Nginx> {
+  for (let attempt = 1; ; attempt++) {
+    const prefix = mkdtempSync(join(tmpdir(), 'tether-nginx-'))
+    const port = await freePort()
+    writeFileSync(join(prefix, 'tether.conf'), render({ ...options, port }))
+    writeFileSync(join(prefix, 'nginx.conf'), [
+      `pid ${prefix}/nginx.pid;`,
+      `error_log ${prefix}/error.log info;`,
+      'events { worker_connections 256; }',
+      'http {',
+      `  access_log ${prefix}/access.log;`,
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${prefix}/${k}_temp;`),
+      `  include ${prefix}/tether.conf;`,
+      '}',
+      ''
+    ].join('\n'))
+    const errorLog = (): string => { try { return readFileSync(join(prefix, 'error.log'), 'utf8') } catch { return '' } }
+    // -e: the error log before the configuration is read (Debian's built-in path is /var/log/nginx).
+    const child: ChildProcess = spawn(bin, ['-e', join(prefix, 'error.log'), '-p', `${prefix}/`, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off; master_process off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    let gone = false
+    void exited.then(() => { gone = true })
+    const stop = async (): Promise<void> => {
+      if (!gone) child.kill('SIGTERM')
+      await exited
+      rmSync(prefix, { recursive: true, force: true })
+    }
+    try {
+      await waitFor(async () => gone || await canConnect(port, 200), { timeoutMs: 10_000, what: `nginx to listen on 127.0.0.1:${port}` })
+    } catch (err) {
+      await stop()
+      throw err
+    }
+    if (!gone) {
+      t.teardown(stop)
+      return { port, errorLog }
+    }
+    const why = `${stderr}${errorLog()}`
+    await stop()
+    // Another process took the port between freePort() and nginx's bind: try another.
+    if (!/Address already in use/.test(why) || attempt >= 3) throw new Error(`nginx exited at start-up: ${why}`)
+  }
+}
+
+interface Answer { status: number, headers: http.IncomingHttpHeaders, text: string, json: any, ms: number }
+
+function request (port: number, method: string, path: string, options: { body?: string, headers?: Record<string, string> } = {}): Promise<Answer> {
+  const started = performance.now()
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8')
+        let json: unknown
+        try { json = JSON.parse(text) } catch { json = undefined }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json, ms: performance.now() - started })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(options.body)
+  })
+}
+
+t.test('the shipped file keeps its timeouts above Tether\'s deadlines and its body limit at MAX_BODY_BYTES', async (t) => {
+  const chatTimeoutMs = fallback('CHAT_TIMEOUT_MS')
+  const chat = locationBlock(template, '= /api/chatbot/messages')
+  t.equal(seconds(chat, 'proxy_read_timeout'), chatReadTimeoutS(chatTimeoutMs), 'the chat route\'s read timeout is CHAT_TIMEOUT_MS + 30 s')
+  t.ok(seconds(chat, 'proxy_read_timeout') * 1000 > chatTimeoutMs, 'longer than CHAT_TIMEOUT_MS, so Tether\'s own 504 arrives first')
+  t.match(chat, /^\s*proxy_buffering off;/m, 'event streams are not buffered')
+  for (const ws of ['^~ /api/mqtt/ws/', '= /api/chatbot/ws']) {
+    const block = locationBlock(template, ws)
+    t.match(block, /proxy_set_header Upgrade \$http_upgrade;/, `${ws} forwards Upgrade`)
+    t.match(block, /proxy_set_header Connection \$tether_connection_upgrade;/, `${ws} forwards Connection from the map`)
+    t.ok(seconds(block, 'proxy_read_timeout') > chatTimeoutMs / 1000 && seconds(block, 'proxy_read_timeout') > 2 * fallback('WS_IDLE_TIMEOUT_S'), `${ws} read timeout is long`)
+    t.ok(template.indexOf(`location ${ws}`) < template.indexOf('location /api/ {'), `${ws} comes before the general API location`)
+  }
+  t.match(template, /map \$http_upgrade \$tether_connection_upgrade/, 'the upgrade map')
+  const limit = /client_max_body_size\s+(\d+)k;/.exec(template)
+  t.equal(Number(limit?.[1]) * 1024, fallback('MAX_BODY_BYTES'), 'client_max_body_size matches MAX_BODY_BYTES')
+})
+
+const nginxBin = findExecutable('nginx')
+if (nginxBin === undefined) {
+  t.fail('nginx is not installed (no `nginx` on PATH or in /usr/sbin): apt-get install nginx; .ci/run installs it when it is missing')
+} else {
+  await throughNginx(nginxBin)
+}
+
+async function throughNginx (bin: string): Promise<void> {
+  const broker = await startTestBroker()
+  t.teardown(() => broker.close())
+  const gw = await startGateway(t, { MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS) })
+
+  // The streaming worker sends its chunk, then holds the done until the test has seen the
+  // chunk arrive through nginx (or GATE_TIMEOUT_MS passes): a proxy that buffered the stream
+  // would never let the chunk out before the done, and the test would say so.
+  let openGate: () => void = () => {}
+  let gateOpenedByClient = false
+  let worker: ScriptedWorker | undefined
+  const behaviour = async (request: ChatRequest): Promise<Reply[]> => {
+    if (request.content === 'slow') {
+      // The subject: a worker that takes its time.
+      await delay(SLOW_ANSWER_MS)
+      return [done(request, 'slow but whole')]
+    }
+    if (request.content === 'silent') return []
+    if (request.content === 'stream') {
+      const gate = new Promise<boolean>((resolve) => { openGate = () => { resolve(true) } })
+      await (worker as ScriptedWorker).client.publishAsync(request.reply_to, JSON.stringify(chunk(request, 'first ')), { qos: 1 })
+      const abort = new AbortController()
+      gateOpenedByClient = await Promise.race([gate, delay(GATE_TIMEOUT_MS, false, { signal: abort.signal }).catch(() => false)])
+      abort.abort()
+      return [done(request, 'first second')]
+    }
+    return await echo(request)
+  }
+  worker = await startScriptedWorker({ url: broker.url, behaviour })
+  t.teardown(() => worker?.stop())
+  await waitFor(() => gw.tether.link.isUp, { timeoutMs: 15_000, what: 'the MQTT link to come up' })
+
+  const upstream = `127.0.0.1:${gw.port}`
+  const nginx = await startNginx(t, bin, { upstream, chatReadTimeoutS: chatReadTimeoutS(CHAT_TIMEOUT_MS) })
+  const auth = { authorization: `Bearer ${gw.token}`, 'content-type': 'application/json' }
+  const chatBody = async (key: string, content: string): Promise<string> => JSON.stringify({ session_id: await gw.sessionId(key), content })
+
+  t.test('a chat through nginx answers 200 with the reply', async (t) => {
+    const answer = await request(nginx.port, 'POST', '/api/chatbot/messages', { body: await chatBody('plain', 'hello there'), headers: auth })
+    t.equal(answer.status, 200, answer.text)
+    t.equal(answer.json?.reply?.content, 'echo: hello there')
+    t.type(answer.headers['x-request-id'], 'string', 'Tether answered, not nginx')
+  })
+
+  t.test('a body of MAX_BODY_BYTES passes nginx; one byte more is 413 in Tether\'s error shape', async (t) => {
+    const max = fallback('MAX_BODY_BYTES')
+    const json = JSON.stringify({ title: 'padded' })
+    const exact = await request(nginx.port, 'POST', '/api/chatbot/sessions', { body: json + ' '.repeat(max - json.length), headers: auth })
+    t.equal(exact.status, 201, 'exactly MAX_BODY_BYTES reaches Tether and is accepted')
+    const over = await request(nginx.port, 'POST', '/api/chatbot/sessions', { body: json + ' '.repeat(max - json.length + 1), headers: auth })
+    t.equal(over.status, 413)
+    t.equal(over.headers['x-request-id'], undefined, 'refused by nginx, before Tether')
+    t.match(over.headers['content-type'], /^application\/json/)
+    t.equal(over.json?.error, 'payload_too_large')
+    t.type(over.json?.request_id, 'string')
+  })
+
+  t.test('the hints WebSocket works through nginx: a hint published on MQTT reaches the socket', async (t) => {
+    const sessionId = await gw.sessionId('hints')
+    const socket = await connect(t, wsUrl(nginx.port, `/api/mqtt/ws/hints/${sessionId}?token=${gw.token}`))
+    const peer = await mqttPeer(t, broker.url)
+    await untilHintsFlow(peer, sessionId, [socket])
+    await peer.publish(`llm/hints/${sessionId}`, JSON.stringify({ tip: 'through nginx' }))
+    const hint = await socket.next('the hint through nginx', (f) => f?.type === 'hint' && f.data?.tip === 'through nginx')
+    t.equal(hint.session_id, sessionId)
+  })
+
+  t.test('the chat WebSocket works through nginx', async (t) => {
+    const sessionId = await gw.sessionId('ws-chat')
+    const socket = await connect(t, wsUrl(nginx.port, `/api/chatbot/ws?token=${gw.token}`))
+    socket.send({ type: 'chat', id: 'c1', session_id: sessionId, content: 'over a socket' })
+    const answer = await socket.next('done for c1', (f) => f?.id === 'c1' && (f.type === 'done' || f.type === 'error'))
+    t.equal(answer.type, 'done', JSON.stringify(answer))
+    t.equal(answer.content, 'echo: over a socket')
+  })
+
+  t.test('an event stream through nginx arrives event by event: the chunk before the done is sent', async (t) => {
+    const body = await chatBody('stream', 'stream')
+    const events: Array<{ name: string, data: any }> = []
+    const status = await new Promise<number>((resolve, reject) => {
+      // As a browser asks: compressed if possible (a compressor holds events back to fill its blocks).
+      const headers = { ...auth, accept: 'text/event-stream', 'accept-encoding': 'gzip' }
+      const req = http.request({ host: '127.0.0.1', port: nginx.port, method: 'POST', path: '/api/chatbot/messages', agent: false, headers }, (res) => {
+        let buffer = ''
+        const stream = res.headers['content-encoding'] === 'gzip' ? res.pipe(createGunzip()) : res
+        stream.setEncoding('utf8')
+        stream.on('data', (text: string) => {
+          buffer += text
+          let end: number
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end)
+            buffer = buffer.slice(end + 2)
+            const name = /^event: (.*)$/m.exec(block)?.[1] ?? 'message'
+            const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] ?? 'null')
+            events.push({ name, data })
+            if (name === 'chunk') openGate()
+          }
+        })
+        stream.on('end', () => { resolve(res.statusCode ?? 0) })
+        stream.on('error', reject)
+      })
+      req.on('error', reject)
+      req.end(body)
+    })
+    t.equal(status, 200)
+    t.ok(gateOpenedByClient, 'the chunk reached the client through nginx while the worker was still holding the done back')
+    t.same(events.map((e) => e.name), ['chunk', 'done'])
+    t.equal(events[1]?.data?.content, 'first second')
+  })
+
+  t.test('a slow answer is not cut by the proxy; a read timeout shorter than the answer would have cut it', async (t) => {
+    const short = await startNginx(t, bin, { upstream, chatReadTimeoutS: TOO_SHORT_READ_TIMEOUT_S })
+    const [whole, cut] = await Promise.all([
+      request(nginx.port, 'POST', '/api/chatbot/messages', { body: await chatBody('slow-a', 'slow'), headers: auth }),
+      request(short.port, 'POST', '/api/chatbot/messages', { body: await chatBody('slow-b', 'slow'), headers: auth })
+    ])
+    t.equal(whole.status, 200, `the shipped rule (read timeout ${chatReadTimeoutS(CHAT_TIMEOUT_MS)} s for CHAT_TIMEOUT_MS ${CHAT_TIMEOUT_MS}) lets it through`)
+    t.equal(whole.json?.reply?.content, 'slow but whole', 'intact')
+    t.ok(whole.ms >= SLOW_ANSWER_MS, `it did take its time (${Math.round(whole.ms)} ms)`)
+    t.equal(cut.status, 504, `a ${TOO_SHORT_READ_TIMEOUT_S} s read timeout cuts it`)
+    t.equal(cut.json, undefined, 'with nginx\'s own HTML page, not Tether\'s JSON')
+    t.ok(cut.ms < SLOW_ANSWER_MS, `before the answer came (${Math.round(cut.ms)} ms)`)
+  })
+
+  t.test('a chat past CHAT_TIMEOUT_MS gets Tether\'s own 504, not nginx\'s', async (t) => {
+    const answer = await request(nginx.port, 'POST', '/api/chatbot/messages', { body: await chatBody('silent', 'silent'), headers: auth })
+    t.equal(answer.status, 504)
+    t.equal(answer.json?.error, 'llm_timeout', 'Tether\'s error body came through')
+    t.ok(answer.ms >= CHAT_TIMEOUT_MS, `at the deadline (${Math.round(answer.ms)} ms)`)
+    t.notMatch(nginx.errorLog(), /upstream timed out/, 'nginx never gave up on Tether')
+  })
+}

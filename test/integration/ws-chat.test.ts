@@ -1,0 +1,296 @@
+/**
+ * The chat socket (/api/chatbot/ws): chats streamed as chunk frames then done or error, with
+ * the same caps, deadlines and persistence as the HTTP path (docs/websocket.md, "Chat"),
+ * against the embedded broker or (MQTT_TEST_URL set) a private Mosquitto.
+ */
+import { randomUUID } from 'node:crypto'
+import t, { type Test } from 'tap'
+import { startTestBroker } from '../fixtures/broker.js'
+import { startGateway, type Gateway } from '../fixtures/gateway.js'
+import { chunk, done, echo, failure, startScriptedWorker, type Behaviour, type ScriptedWorker } from '../fixtures/scripted-worker.js'
+import { waitFor } from '../fixtures/wait-for.js'
+import { connect, wsUrl, type TestSocket } from '../fixtures/ws-client.js'
+
+const BASE_ENV = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const CHAT_TIMEOUT_MS = 2000
+
+/**
+ * One worker for every test, scripted by the chat's content: `silent…` gets no answer,
+ * `fail…` a worker error, `hold:<n>…` waits until n held requests have arrived and then
+ * answers them all (so they are provably in flight together); anything else is echoed.
+ */
+const held: Array<() => void> = []
+const dispatch: Behaviour = async (request) => {
+  if (request.content.startsWith('silent')) return []
+  if (request.content.startsWith('fail')) return [chunk(request, 'partial '), failure(request, 'model exploded')]
+  const hold = /^hold:(\d+)/.exec(request.content)
+  if (hold !== null) {
+    const n = Number(hold[1])
+    await new Promise<void>((resolve) => {
+      held.push(resolve)
+      if (held.length >= n) for (const release of held.splice(0)) release()
+    })
+    return [chunk(request, `${request.request_id.slice(0, 4)}-a `), chunk(request, 'b'), done(request, `${request.request_id.slice(0, 4)}-a b`)]
+  }
+  return echo(request)
+}
+
+const broker = await startTestBroker()
+t.teardown(() => broker.close())
+const worker = await startScriptedWorker({ url: broker.url, behaviour: dispatch })
+t.teardown(() => worker.stop())
+/** A second broker and gateway with a per-session cap of 1, started with the first; the last test kills its broker. */
+const broker2 = await startTestBroker()
+t.teardown(() => broker2.close())
+let worker2: ScriptedWorker = await startScriptedWorker({ url: broker2.url, behaviour: dispatch })
+t.teardown(() => worker2.stop())
+const startG2 = startGateway(t, {
+  ...BASE_ENV,
+  MQTT_URL: broker2.url,
+  MAX_PENDING_PER_SESSION: '1',
+  CHAT_TIMEOUT_MS: '5000',
+  MQTT_BACKOFF_BASE_MS: '50',
+  MQTT_BACKOFF_CAP_MS: '500',
+  MQTT_CONNECT_TIMEOUT_MS: '1000',
+  MQTT_MAX_RECONNECT_ATTEMPTS: '1000'
+})
+
+const [gw, g2] = await Promise.all([
+  startGateway(t, { ...BASE_ENV, MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS) }),
+  startG2
+])
+await waitFor(() => gw.tether.link.isUp && g2.tether.link.isUp, { what: 'links up' })
+
+async function chatSocket (t: Test, g: Gateway = gw): Promise<TestSocket> {
+  return await connect(t, wsUrl(g.port, `/api/chatbot/ws?token=${g.token}`))
+}
+
+function chat (id: string, sessionId: string, content: string): Record<string, unknown> {
+  return { type: 'chat', id, session_id: sessionId, content }
+}
+
+/** Waits for the done or error frame of chat `id` and returns it with the chunks before it. */
+async function outcome (s: TestSocket, id: string, timeoutMs = 5000): Promise<{ end: any, chunks: string[] }> {
+  const end = await s.next(`the end of chat ${id}`, (f) => f.id === id && (f.type === 'done' || f.type === 'error'), timeoutMs)
+  const chunks = s.frames.filter((f) => f.type === 'chunk' && f.id === id).map((f) => f.delta)
+  return { end, chunks }
+}
+
+async function counter (g: Gateway, name: string, labels: Record<string, string>): Promise<() => Promise<number>> {
+  const before = await g.metric(name, labels)
+  return async () => (await g.metric(name, labels)) - before
+}
+
+t.test('a chat streams chunks and then done with the stored assistant message_id', async (t) => {
+  const sessionId = await gw.sessionId('basic')
+  const s = await chatSocket(t)
+  s.send(chat('c1', sessionId, 'hello there world'))
+  const { end, chunks } = await outcome(s, 'c1')
+  t.same(chunks, ['echo: ', 'hello ', 'there ', 'world'], 'the worker\'s deltas, in order')
+  t.same(Object.keys(end).sort(), ['content', 'id', 'message_id', 'type'])
+  t.equal(end.type, 'done')
+  t.equal(end.content, 'echo: hello there world')
+  t.equal(end.content, chunks.join(''), 'done.content is the chunks joined')
+  const history = await gw.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)
+  t.equal(history.status, 200)
+  const assistant = history.json.find((m: any) => m.id === end.message_id)
+  t.ok(assistant, 'message_id names a stored message')
+  t.same({ role: assistant?.role, content: assistant?.content }, { role: 'assistant', content: 'echo: hello there world' })
+  t.same(history.json.map((m: any) => [m.role, m.content]), [['user', 'hello there world'], ['assistant', 'echo: hello there world']], 'both turns stored once')
+  t.equal(gw.tether.pending.size, 0)
+})
+
+t.test('several chats are in flight on one socket at once, each answered under its own id', async (t) => {
+  const a = await gw.sessionId('many-a')
+  const b = await gw.sessionId('many-b')
+  const s = await chatSocket(t)
+  // Held by the worker until all three have arrived: they are in flight together.
+  s.send(chat('first', a, 'hold:3 one'))
+  s.send(chat('second', a, 'hold:3 two'))
+  s.send(chat('third', b, 'hold:3 three'))
+  const ends = await Promise.all(['first', 'second', 'third'].map(async (id) => await outcome(s, id)))
+  const ids = new Set<string>()
+  for (const [i, { end, chunks }] of ends.entries()) {
+    t.equal(end.type, 'done', `chat ${i} done`)
+    t.equal(chunks.join(''), end.content, `chat ${i}: its own chunks, none of the others'`)
+    ids.add(end.message_id)
+  }
+  t.equal(ids.size, 3, 'three distinct stored messages')
+  t.equal(new Set(ends.map((e) => e.end.content)).size, 3, 'three distinct replies')
+})
+
+t.test('a second chat with an id already in flight on the socket is answered with an error frame', async (t) => {
+  const sessionId = await gw.sessionId('dup')
+  const s = await chatSocket(t)
+  const published = worker.received.length
+  s.send(chat('same', sessionId, 'hold:2 first'))
+  await waitFor(() => worker.received.length === published + 1, { what: 'the first chat published' })
+  s.send(chat('same', sessionId, 'hold:2 duplicate'))
+  const error = await s.next('the duplicate\'s error', (f) => f.type === 'error')
+  t.same({ type: error.type, id: error.id, error: error.error }, { type: 'error', id: 'same', error: 'invalid_request' })
+  t.match(error.message, /already in flight/)
+  t.equal(worker.received.length, published + 1, 'the duplicate was not published')
+  // Let the held chat go with a partner on another socket, and check the first is unharmed.
+  const other = await chatSocket(t)
+  other.send(chat('partner', await gw.sessionId('dup-partner'), 'hold:2 partner'))
+  const { end } = await outcome(s, 'same')
+  t.equal(end.type, 'done', 'the original chat still completes')
+  t.equal((await outcome(other, 'partner')).end.type, 'done')
+  s.send(chat('same', sessionId, 'again'))
+  t.equal((await outcome(s, 'same')).end.type, 'done', 'the id is free again once its chat ended')
+})
+
+t.test('invalid chat frames are answered with invalid_request error frames and nothing is published', async (t) => {
+  const sessionId = await gw.sessionId('invalid')
+  const s = await chatSocket(t)
+  const rejected = await counter(gw, 'tether_ws_frames_rejected_total', { endpoint: 'chat', reason: 'invalid' })
+  const published = worker.received.length
+  const cases: Array<[string, unknown, string | undefined]> = [
+    ['malformed JSON', '{"type":"chat",', undefined],
+    ['not an object', '[1,2]', undefined],
+    ['an unknown type', { type: 'state', data: 1 }, undefined],
+    ['a missing id', { type: 'chat', session_id: sessionId, content: 'x' }, undefined],
+    ['an id with a space', chat('a b', sessionId, 'x'), undefined],
+    ['a numeric id', { type: 'chat', id: 7, session_id: sessionId, content: 'x' }, undefined],
+    ['an id of 65 characters', chat('i'.repeat(65), sessionId, 'x'), undefined],
+    ['a session id with +', chat('v1', 'a+b', 'x'), 'v1'],
+    ['a session id with /', chat('v2', 'a/b', 'x'), 'v2'],
+    ['a missing session id', { type: 'chat', id: 'v3', content: 'x' }, 'v3'],
+    ['numeric content', { type: 'chat', id: 'v4', session_id: sessionId, content: 42 }, 'v4'],
+    ['missing content', { type: 'chat', id: 'v5', session_id: sessionId }, 'v5'],
+    ['content with NUL', chat('v6', sessionId, 'a\u0000b'), 'v6'],
+    ['content with a lone surrogate', chat('v7', sessionId, 'a\ud800b'), 'v7']
+  ]
+  for (const [name, frame, id] of cases) {
+    s.send(frame)
+    const error = await s.next(`the error for ${name}`)
+    t.equal(error.type, 'error', `${name}: error frame`)
+    t.equal(error.error, 'invalid_request', `${name}: invalid_request`)
+    t.type(error.message, 'string')
+    t.equal(error.id, id, `${name}: ${id === undefined ? 'no id' : 'the chat\'s id'}`)
+  }
+  t.equal(worker.received.length, published, 'none of them was published')
+  t.equal(await rejected(), 11, 'the invalid fields counted as rejected frames (reason invalid)')
+  s.send(chat('valid', sessionId, 'after all that'))
+  t.equal((await outcome(s, 'valid')).end.type, 'done', 'the socket still chats')
+})
+
+t.test('a chat on another user\'s or an unknown session is answered session_not_found', async (t) => {
+  const other = await gw.newUser('chat-other')
+  const theirs = await gw.request('POST', '/api/chatbot/sessions', JSON.stringify({ title: 'theirs' }), { token: other.token })
+  const s = await chatSocket(t)
+  const published = worker.received.length
+  s.send(chat('theirs', theirs.json.id, 'hello'))
+  s.send(chat('unknown', randomUUID(), 'hello'))
+  for (const id of ['theirs', 'unknown']) {
+    const { end } = await outcome(s, id)
+    t.same([end.type, end.error], ['error', 'session_not_found'], id)
+  }
+  t.equal(worker.received.length, published, 'nothing published')
+  const history = await gw.request('GET', `/api/chatbot/sessions/${String(theirs.json.id)}/messages`, undefined, { token: other.token })
+  t.same(history.json, [], 'nothing stored in the other user\'s session')
+})
+
+t.test('a worker error after a chunk is an llm_error error frame carrying the worker\'s message', async (t) => {
+  const s = await chatSocket(t)
+  s.send(chat('boom', await gw.sessionId('fail'), 'fail please'))
+  const { end, chunks } = await outcome(s, 'boom')
+  t.same(chunks, ['partial '])
+  t.same([end.type, end.id, end.error], ['error', 'boom', 'llm_error'])
+  t.match(end.message, /model exploded/)
+  t.equal(gw.tether.pending.size, 0)
+})
+
+t.test('a silent worker is an llm_timeout error frame at the chat deadline', async (t) => {
+  const s = await chatSocket(t)
+  const timedOut = await counter(gw, 'tether_chat_requests_total', { outcome: 'timed_out' })
+  const started = Date.now()
+  s.send(chat('quiet', await gw.sessionId('silent'), 'silent please'))
+  const { end } = await outcome(s, 'quiet', CHAT_TIMEOUT_MS + 5000)
+  const took = Date.now() - started
+  t.same([end.type, end.error], ['error', 'llm_timeout'])
+  t.ok(took >= CHAT_TIMEOUT_MS - 50, `at the deadline (${took} ms for ${CHAT_TIMEOUT_MS} ms)`)
+  t.equal(await timedOut(), 1)
+  t.equal(gw.tether.pending.size, 0)
+})
+
+t.test('closing the socket mid-chat cancels its chats', async (t) => {
+  const s = await chatSocket(t)
+  const cancelled = await counter(gw, 'tether_chat_requests_total', { outcome: 'cancelled' })
+  const sessionId = await gw.sessionId('cancel')
+  s.send(chat('gone-1', sessionId, 'silent one'))
+  s.send(chat('gone-2', sessionId, 'silent two'))
+  await waitFor(() => gw.tether.pending.size === 2, { what: 'two chats in flight' })
+  await s.close()
+  await waitFor(() => gw.tether.pending.size === 0, { timeoutMs: 1000, what: 'the chats cancelled (well before their deadline)' })
+  t.equal(await cancelled(), 2, 'counted as cancelled')
+})
+
+t.test('the per-session cap applies: a second chat in flight on the session is too_many_requests', async (t) => {
+  const sessionId = await g2.sessionId('capped')
+  const s = await chatSocket(t, g2)
+  const published = worker2.received.length
+  s.send(chat('one', sessionId, 'hold:2 one'))
+  await waitFor(() => g2.tether.pending.size === 1, { what: 'the first chat in flight' })
+  await waitFor(() => worker2.received.length === published + 1, { what: 'the first chat at the worker' })
+  s.send(chat('two', sessionId, 'hold:2 two'))
+  const { end } = await outcome(s, 'two')
+  t.same([end.type, end.error], ['error', 'too_many_requests'])
+  t.ok(end.retry_after_s >= 1, 'with retry_after_s, as Retry-After on HTTP')
+  t.equal(worker2.received.length, published + 1, 'the refused chat was not published')
+  // Another session is not capped: its chat releases the held one.
+  s.send(chat('other', await g2.sessionId('uncapped'), 'hold:2 other'))
+  t.equal((await outcome(s, 'one')).end.type, 'done')
+  t.equal((await outcome(s, 'other')).end.type, 'done')
+})
+
+t.test('an id refused at once (cap reached) can be used again once the chat in flight ended', async (t) => {
+  const sessionId = await g2.sessionId('reuse')
+  const s = await chatSocket(t, g2)
+  s.send(chat('holder', sessionId, 'hold:2 holder'))
+  await waitFor(() => g2.tether.pending.size === 1, { what: 'the holder in flight' })
+  s.send(chat('retry', sessionId, 'refused'))
+  t.equal((await outcome(s, 'retry')).end.error, 'too_many_requests')
+  s.send(chat('partner', await g2.sessionId('reuse-partner'), 'hold:2 partner'))
+  t.equal((await outcome(s, 'holder')).end.type, 'done')
+  // The client retries under the same id, as retry_after_s invites it to.
+  s.send(chat('retry', sessionId, 'retried'))
+  const { end } = await outcome(s, 'retry')
+  t.equal(end.type, 'done', `the retry is chatted, not refused (got ${JSON.stringify(end)})`)
+})
+
+t.test('a chat refused by the per-session cap leaves no message in the session\'s history', async (t) => {
+  // Both frames arrive together: the second passes the early cap check (nothing published
+  // yet) and is refused only after its user message was stored.
+  const sessionId = await g2.sessionId('cap-history')
+  const s = await chatSocket(t, g2)
+  s.send(chat('x1', sessionId, 'hold:2 kept'))
+  s.send(chat('x2', sessionId, 'hold:2 refused'))
+  t.equal((await outcome(s, 'x2')).end.error, 'too_many_requests')
+  s.send(chat('x3', await g2.sessionId('cap-history-partner'), 'hold:2 partner'))
+  t.equal((await outcome(s, 'x1')).end.type, 'done')
+  const history = await g2.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)
+  t.same(history.json.filter((m: any) => m.role === 'user').map((m: any) => m.content), ['hold:2 kept'], 'only the accepted chat\'s user message is stored')
+})
+
+t.test('with the broker link down a chat is answered llm_unavailable with retry_after_s, and the same id works once it is back', async (t) => {
+  const sessionId = await g2.sessionId('link-down')
+  const s = await chatSocket(t, g2)
+  await worker2.stop()
+  await broker2.kill()
+  await waitFor(() => !g2.tether.link.isUp, { what: 'the link noticed the broker gone' })
+  s.send(chat('down', sessionId, 'anyone there?'))
+  const { end } = await outcome(s, 'down')
+  t.same([end.type, end.id, end.error], ['error', 'down', 'llm_unavailable'])
+  t.ok(end.retry_after_s >= 1, 'with retry_after_s')
+  t.notOk(s.isClosed, 'the socket stays open')
+  const history = await g2.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)
+  t.same(history.json, [], 'nothing stored for a chat that could not be sent')
+
+  await broker2.restart()
+  worker2 = await startScriptedWorker({ url: broker2.url, behaviour: dispatch })
+  await waitFor(() => g2.tether.link.isUp, { timeoutMs: 10_000, what: 'the link back' })
+  s.send(chat('down', sessionId, 'back?'))
+  const again = await outcome(s, 'down')
+  t.equal(again.end.type, 'done', `the same id chats once the link is back (got ${JSON.stringify(again.end)})`)
+})

@@ -1,0 +1,82 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { ConfigError, loadConfig, parseOrigins, SETTINGS, unknownVariables } from '../../src/config.js'
+
+function problemOf (env: Record<string, string>): string {
+  try {
+    loadConfig(env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+t.test('defaults match the documented ones', async (t) => {
+  const c = loadConfig({})
+  t.equal(c.port, 8000)
+  t.equal(c.host, '0.0.0.0')
+  t.equal(c.mqttUrl, undefined)
+  t.equal(c.embeddedMqttPort, 1883)
+  t.equal(c.mqttTopicPrefix, 'llm')
+  t.equal(c.chatTimeoutMs, 90_000)
+  t.equal(c.maxPending, 10_000)
+  t.equal(c.maxPendingPerSession, 4)
+  t.equal(c.maxBodyBytes, 65_536)
+  t.equal(c.mqttKeepaliveS, 15)
+  t.equal(c.mqttStaleAfterMs, 5000)
+  t.equal(c.mqttProbeTimeoutMs, 2000)
+  t.equal(c.mqttMaxReconnectAttempts, 10)
+  t.equal(c.mqttBackoffBaseMs, 500)
+  t.equal(c.mqttBackoffCapMs, 30_000)
+  t.equal(c.shutdownGraceMs, 10_000)
+  t.equal(c.logLevel, 'info')
+  t.match(c.instanceId, /^tether-[0-9a-f]{12}$/)
+  t.ok(Object.isFrozen(c))
+})
+
+t.test('without MQTT_URL the demo responder is on; with it, only when DEMO_WORKER is set', async (t) => {
+  t.equal(loadConfig({}).demoWorker, true)
+  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883' }).demoWorker, false)
+  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883', DEMO_WORKER: '1' }).demoWorker, true)
+})
+
+t.test('a bad value is one line naming the variable, the problem and an example', async (t) => {
+  const line = problemOf({ PORT: 'eighty' })
+  t.match(line, /^config: PORT must be a whole number, got "eighty" \(example: PORT=8000\)$/)
+  t.notOk(line.includes('\n'))
+  t.match(problemOf({ PORT: '70000' }), /PORT must be between 0 and 65535/)
+  t.match(problemOf({ CHAT_TIMEOUT_MS: '1.5' }), /CHAT_TIMEOUT_MS must be a whole number/)
+  t.match(problemOf({ MQTT_URL: 'http://x' }), /MQTT_URL must use mqtt:\/\//)
+  t.match(problemOf({ MQTT_URL: 'not a url' }), /MQTT_URL is not a URL/)
+  t.match(problemOf({ MQTT_TOPIC_PREFIX: 'llm/#' }), /MQTT_TOPIC_PREFIX must not contain MQTT wildcards/)
+  t.match(problemOf({ MQTT_TOPIC_PREFIX: 'a//b' }), /empty levels/)
+  t.match(problemOf({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/)
+  t.match(problemOf({ DEMO_WORKER: 'maybe' }), /DEMO_WORKER must be one of/)
+  t.match(problemOf({ INSTANCE_ID: 'a/b' }), /INSTANCE_ID must match/)
+  t.match(problemOf({ MQTT_BACKOFF_BASE_MS: '5000', MQTT_BACKOFF_CAP_MS: '1000' }), /must not exceed MQTT_BACKOFF_CAP_MS/)
+})
+
+t.test('CORS_ORIGINS takes a JSON array or a comma list', async (t) => {
+  t.same(loadConfig({ CORS_ORIGINS: '["https://a.example","http://localhost:3000"]' }).corsOrigins, ['https://a.example', 'http://localhost:3000'])
+  t.same(loadConfig({ CORS_ORIGINS: 'https://a.example, http://localhost:3000' }).corsOrigins, ['https://a.example', 'http://localhost:3000'])
+  t.same(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins, ['*'])
+  t.same(loadConfig({ CORS_ORIGINS: '' }).corsOrigins, [])
+})
+
+t.test('a malformed CORS_ORIGINS JSON array is a clear error, not a stack trace', async (t) => {
+  t.match(problemOf({ CORS_ORIGINS: '["https://a.example",' }), /^config: CORS_ORIGINS looks like a JSON array but does not parse/)
+  t.match(problemOf({ CORS_ORIGINS: '[1,2]' }), /CORS_ORIGINS must be a JSON array of strings/)
+  t.match(problemOf({ CORS_ORIGINS: 'https://a.example/path' }), /must be scheme:\/\/host\[:port\] only/)
+  const p = parseOrigins('nonsense')
+  t.ok('problem' in p)
+})
+
+t.test('variables that look like ours but are unknown are reported as likely typos', async (t) => {
+  t.same(unknownVariables({ MQTT_KEEPALIVE: '15', MQTT_URL: 'x', PATH: '/bin', MQTT_TEST_URL: 'x' }), ['MQTT_KEEPALIVE'])
+})
+
+t.test('the README documents every variable', async (t) => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  for (const s of SETTINGS) t.ok(readme.includes(`\`${s.env}\``), `${s.env} is in the README`)
+})

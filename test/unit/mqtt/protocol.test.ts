@@ -1,0 +1,48 @@
+import t from 'tap'
+import { encodeRequest, parseReply } from '../../../src/mqtt/protocol.js'
+import { createTopics } from '../../../src/mqtt/topics.js'
+import { demoReply } from '../../../src/mqtt/demo-responder.js'
+
+t.test('well-formed replies of each type parse', async (t) => {
+  t.same(parseReply('{"v":1,"request_id":"r-1","type":"chunk","delta":"he"}'), { ok: true, reply: { v: 1, request_id: 'r-1', type: 'chunk', delta: 'he' } })
+  t.same(parseReply(Buffer.from('{"v":1,"request_id":"r-1","type":"done","content":"hello"}')), { ok: true, reply: { v: 1, request_id: 'r-1', type: 'done', content: 'hello' } })
+  t.same(parseReply('{"v":1,"request_id":"r-1","type":"error","error":"boom"}'), { ok: true, reply: { v: 1, request_id: 'r-1', type: 'error', error: 'boom' } })
+})
+
+t.test('anything else is malformed and never throws', async (t) => {
+  const bad = [
+    '', 'not json', '[]', 'null', '42', '"done"',
+    '{"request_id":"r","type":"done","content":"x"}',
+    '{"v":2,"request_id":"r","type":"done","content":"x"}',
+    '{"v":"1","request_id":"r","type":"done","content":"x"}',
+    '{"v":1,"type":"done","content":"x"}',
+    '{"v":1,"request_id":"a/b","type":"done","content":"x"}',
+    '{"v":1,"request_id":"r","type":"shout","content":"x"}',
+    '{"v":1,"request_id":"r","type":"chunk","delta":7}',
+    '{"v":1,"request_id":"r","type":"done"}',
+    '{"v":1,"request_id":"r","type":"error","error":null}'
+  ]
+  for (const payload of bad) t.same(parseReply(payload), { ok: false, reason: 'malformed' }, JSON.stringify(payload))
+  t.same(parseReply(Buffer.from([0xff, 0xfe, 0x00])), { ok: false, reason: 'malformed' })
+})
+
+t.test('a request envelope round-trips as the contract\'s JSON', async (t) => {
+  const envelope = { v: 1 as const, request_id: 'r', session_id: 's', user_id: 'u', content: 'hi', history: [{ role: 'user' as const, content: 'a' }], reply_to: 'llm/chat/reply/i', deadline: 123 }
+  t.same(JSON.parse(encodeRequest(envelope)), envelope)
+})
+
+t.test('topics are built under the prefix', async (t) => {
+  const topics = createTopics('acme/llm', 'gw-1')
+  t.equal(topics.chatRequest, 'acme/llm/chat/request')
+  t.equal(topics.replyTo, 'acme/llm/chat/reply/gw-1')
+  t.equal(topics.probe, 'acme/llm/probe/gw-1')
+  t.equal(topics.hints('s1'), 'acme/llm/hints/s1')
+  t.equal(topics.state('s1'), 'acme/llm/state/s1')
+})
+
+t.test('the demo reply is labelled and its chunks add up to the full text', async (t) => {
+  const { chunks, full } = demoReply('hello big world')
+  t.equal(full, '[demo responder] You said: hello big world')
+  t.equal(chunks.join(''), full)
+  t.ok(chunks.length > 1, 'streamed in several chunks')
+})
