@@ -54,9 +54,47 @@ t.test('no summary (tap never ran) and no log at all both read as 0 and 0', asyn
   t.equal(await summarize(t.testdir(), undefined), 'tests: 0 passed, 0 failed\n')
 })
 
+t.test('the failures listing names every failed test and its diagnostics, and nothing that passed', async (t) => {
+  const dir = t.testdir()
+  const log = join(dir, 'npm-test.log')
+  writeFileSync(log, [
+    'TAP version 14',
+    '# Subtest: test/a.test.ts',
+    '    # Subtest: adds',
+    '        ok 1 - fine',
+    '        \u001b[31mnot ok 2 - should be equal\u001b[0m',
+    '          ---',
+    '          found: 1',
+    '          wanted: 2',
+    '          ...',
+    '        1..2',
+    '    not ok 1 - adds # time=3ms',
+    '    1..1',
+    'not ok 1 - test/a.test.ts # time=9ms',
+    'ok 2 - test/b.test.ts # time=1ms',
+    '# { total: 3, pass: 1, fail: 1 }',
+    ''
+  ].join('\n'))
+  const { stdout } = await run('list_failures "$1"', log)
+  const lines = stdout.trimEnd().split('\n')
+  t.match(lines[0], /^failed tests/)
+  t.ok(lines.includes('        not ok 2 - should be equal'), 'the failed assertion, colours stripped')
+  t.ok(lines.includes('          found: 1') && lines.includes('          wanted: 2'), 'with its diagnostics')
+  t.ok(lines.includes('not ok 1 - test/a.test.ts # time=9ms'), 'and the file it is in')
+  t.notOk(stdout.includes('ok 1 - fine') || stdout.includes('test/b.test.ts'), 'nothing that passed')
+})
+
+t.test('a log without failures, and no log at all, list nothing', async (t) => {
+  const dir = t.testdir()
+  const log = join(dir, 'npm-test.log')
+  writeFileSync(log, 'ok 1 - test/b.test.ts\n# { total: 1, pass: 1 }\n')
+  t.equal((await run('list_failures "$1"', log)).stdout, '')
+  t.equal((await run('list_failures "$1"', join(dir, 'missing.log'))).stdout, '')
+})
+
 t.test('sourcing the script defines its functions and runs nothing', async (t) => {
-  const { stdout } = await run('type -t main summarize listening wait_for_port')
-  t.equal(stdout, 'function\nfunction\nfunction\nfunction\n')
+  const { stdout } = await run('type -t main summarize list_failures listening wait_for_port')
+  t.equal(stdout, 'function\nfunction\nfunction\nfunction\nfunction\n')
 })
 
 t.test('listening tells an open port from a closed one', async (t) => {
