@@ -39,6 +39,7 @@ import { createWorkerPool, type WorkerPool } from './workers/worker-pool.js'
 import { CHAT_WS_ROUTE, chatSocket } from './ws/chat-socket.js'
 import { createHintHub } from './ws/hint-hub.js'
 import { HINTS_ROUTE, hintsSocket } from './ws/hints-socket.js'
+import { pingIntervalMs } from './ws/ping-wheel.js'
 import { createSocketRegistry, type SocketRegistry } from './ws/socket-registry.js'
 import type { UpgradeDeps } from './ws/upgrade.js'
 
@@ -172,7 +173,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       onReplyDropped: metrics.replyDropped
     })
     const lag = createLagMonitor({ clock, onSample: metrics.loopDelaySample })
-    const sockets = createSocketRegistry({ clock, maxBackpressure: config.wsMaxBackpressure })
+    const sockets = createSocketRegistry({ clock, maxBackpressure: config.wsMaxBackpressure, pingIntervalMs: pingIntervalMs(config.wsIdleTimeoutS) })
     // The hub fans out through the uWS app, which exists only once the server is built below.
     let fanOut: (topic: string, message: string) => void = () => {}
     const hub = createHintHub({ link, topics, clock, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished })

@@ -8,11 +8,13 @@
  * fit, it is still closed and counted, and learns of it when its connection ends.
  * One pass over 10,000 sockets is ~10,000 native getBufferedAmount() calls, about 1 ms, once a
  * second; fan-out itself never loops over sockets (native topic publish). The same pass
- * closes sockets whose token has expired (4002).
+ * closes sockets whose token has expired (4002). Keep-alive pings are sent from here too,
+ * spread over time by a ping wheel (ping-wheel.ts) rather than by uWS in bursts.
  */
 import type { WebSocket } from 'uWebSockets.js'
 import type { Clock } from '../clock.js'
 import { CLOSE_CODES, type CloseReason } from '../close-codes.js'
+import { createPingWheel } from './ping-wheel.js'
 
 export type Endpoint = 'hints' | 'chat'
 
@@ -36,8 +38,10 @@ export function socketLimits (limits: { idleTimeoutS: number, maxPayloadBytes: n
   closeOnBackpressureLimit: number
 } {
   return {
+    // With automatic pings off, uWS closes a socket that received nothing (not even a pong to
+    // the registry's pings) for the idle timeout: a dead peer is gone within about 1x of it.
     idleTimeout: limits.idleTimeoutS,
-    sendPingsAutomatically: true,
+    sendPingsAutomatically: false,
     // uWS's own limit is a backstop at twice ours: it closes with 1006, not 1009. Frames
     // between the two are closed by the message handlers with 1009 (RFC 6455 "message too big").
     maxPayloadLength: limits.maxPayloadBytes * 2,
@@ -68,10 +72,27 @@ export interface SocketRegistry {
   closeAll: (reason: CloseReason) => number
 }
 
-export function createSocketRegistry (options: { clock: Clock, maxBackpressure: number, sweepMs?: number }): SocketRegistry {
+export interface SocketRegistryOptions {
+  clock: Clock
+  maxBackpressure: number
+  /** How often each socket is pinged (pingIntervalMs(WS_IDLE_TIMEOUT_S)). */
+  pingIntervalMs: number
+  sweepMs?: number
+}
+
+export function createSocketRegistry (options: SocketRegistryOptions): SocketRegistry {
   const sockets = { hints: new Set<WebSocket<SocketData>>(), chat: new Set<WebSocket<SocketData>>() }
   let timer: unknown = null
   const sweepMs = options.sweepMs ?? 1000
+  const pings = createPingWheel<WebSocket<SocketData>>({
+    clock: options.clock,
+    intervalMs: options.pingIntervalMs,
+    ping (ws) {
+      // Closing (ours, awaiting the peer's close frame) or closed: nothing more to say to it.
+      const data = ws.getUserData()
+      if (!data.closed && data.closedBy === null) ws.ping()
+    }
+  })
 
   function close (ws: WebSocket<SocketData>, reason: CloseReason): void {
     const data = ws.getUserData()
@@ -98,13 +119,23 @@ export function createSocketRegistry (options: { clock: Clock, maxBackpressure: 
   }
 
   return {
-    start () { if (timer === null) timer = options.clock.setTimeout(sweep, sweepMs) },
+    start () {
+      if (timer === null) timer = options.clock.setTimeout(sweep, sweepMs)
+      pings.start()
+    },
     stop () {
       if (timer !== null) options.clock.clearTimeout(timer)
       timer = null
+      pings.stop()
     },
-    add (ws) { sockets[ws.getUserData().endpoint].add(ws) },
-    remove (ws) { sockets[ws.getUserData().endpoint].delete(ws) },
+    add (ws) {
+      sockets[ws.getUserData().endpoint].add(ws)
+      pings.add(ws)
+    },
+    remove (ws) {
+      sockets[ws.getUserData().endpoint].delete(ws)
+      pings.remove(ws)
+    },
     count (endpoint) { return endpoint === undefined ? sockets.hints.size + sockets.chat.size : sockets[endpoint].size },
     close,
     closeAll (reason) {

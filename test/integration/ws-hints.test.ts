@@ -436,11 +436,13 @@ t.test('a reader that never reads, flooded with large hints, is closed with 4001
   t.equal(reader.frames.filter((f) => typeof f.data?.seq === 'number').length, published, 'the reading socket received every hint')
 })
 
-t.test('a client that stops answering is gone within 2x the idle timeout', async (t) => {
+t.test('a client that stops answering is gone within 2x the idle timeout, and one that answers the server\'s pings stays', async (t) => {
   const sessionId = await g2.sessionId('idle')
   const dropped = await counter(g2, 'tether_ws_closed_total', { endpoint: 'hints', reason: 'dropped' })
   const base = await g2.metric('tether_ws_connections', { endpoint: 'hints' })
   const alive = await hints(t, sessionId, g2)
+  let pings = 0
+  alive.ws.on('ping', () => { pings++ })
   const silent = await rawHandshake(t, g2.port, hintsPath(sessionId, g2.token))
   const since = Date.now()
   await waitFor(async () => await g2.metric('tether_ws_connections', { endpoint: 'hints' }) === base + 2, { what: 'both sockets open' })
@@ -453,7 +455,9 @@ t.test('a client that stops answering is gone within 2x the idle timeout', async
   // A paused socket notices a hang-up only when it reads again.
   await closeCodeOf(silent.socket)
   t.ok(silent.socket.destroyed, 'the server hung up on the silent peer')
+  // It has sent nothing but pongs for as long as the silent peer sent nothing at all.
   t.notOk(alive.isClosed, 'a peer that answers pings (the ws client does) stays open')
+  t.ok(pings >= 1, `the server pinged it (${pings} pings in ${tookMs} ms; one every ${(IDLE_S - 4) / 2} s)`)
 })
 
 t.test('stopping the gateway closes open sockets with 4000 (reconnect)', async (t) => {
