@@ -119,6 +119,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const workers = createWorkerPool({
       threads: config.workerThreads,
       maxQueue: config.workerMaxQueue,
+      niceIncrement: config.workerNice,
       defaultTimeoutMs: config.workerTaskTimeoutMs,
       inline: config.workerInline,
       log,

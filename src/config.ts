@@ -55,6 +55,7 @@ export interface Config {
   readonly contentFilters: readonly ContentFilter[]
   readonly contentFilterTimeoutMs: number
   readonly workerThreads: number
+  readonly workerNice: number
   readonly workerMaxQueue: number
   readonly workerTaskTimeoutMs: number
   /** Benchmarking only: worker tasks run on the event loop (no threads); refused in production. */
@@ -294,6 +295,7 @@ export const SETTINGS = [
   s({ env: 'HISTORY_MAX_CHARS', key: 'historyMaxChars', fallback: 16_000, example: '16000', parse: int(0, 10_000_000), doc: 'Size budget of the history: trimmed from the oldest turn.' }),
   s({ env: 'HISTORY_MAX_TOKENS', key: 'historyMaxTokens', fallback: 3000, example: '3000', parse: int(0, 10_000_000), doc: 'Token budget of the history (o200k_base), counted on a worker thread after the character budget; trimmed from the oldest turn. 0: no token trimming.' }),
   s({ env: 'WORKER_THREADS', key: 'workerThreads', fallback: () => Math.max(1, Math.min(4, availableParallelism() - 1)), example: '2', parse: int(1, 256), doc: 'Worker threads for blocking work (password hashing, history token counting, content filters). Default: cores minus one, so the event loop keeps a core (on 2 cores, 2 scrypt threads starved it: bench:loop), at least 1, at most 4.' }),
+  s({ env: 'WORKER_NICE', key: 'workerNice', fallback: 10, example: '10', parse: int(0, 19), doc: 'How much lower the worker threads\' CPU priority is than the event loop\'s (nice(2) units, per thread on Linux; 0: the same), so that on a busy machine password hashing waits for the loop rather than the loop for it.' }),
   s({ env: 'WORKER_MAX_QUEUE', key: 'workerMaxQueue', fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Tasks waiting for a worker thread; more get 503 overloaded at once (a long queue only lets tasks wait until their deadline kills them).' }),
   s({ env: 'CHAT_MODE', key: 'chatMode', fallback: 'persistent', example: 'persistent', parse: chatMode, doc: '"persistent": chats need a token and an owned session and are stored. "relay": no token, any well-formed session id, nothing stored (for trusted networks that keep history elsewhere, and for measuring what persistence costs).' }),
   s({ env: 'TRUST_PROXY', key: 'trustProxy', fallback: false, example: '1', parse: bool, doc: 'Behind a reverse proxy: the client address (for the per-address login limit) is X-Real-IP, not the socket peer. Only with a proxy that sets it.' }),

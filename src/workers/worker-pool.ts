@@ -43,6 +43,12 @@ export interface WorkerPoolOptions {
   threads: number
   /** Tasks allowed to wait for a thread; one more is refused as overloaded (WORKER_MAX_QUEUE). */
   maxQueue: number
+  /**
+   * How much lower than the event loop's the worker threads' CPU priority is (WORKER_NICE,
+   * nice(2) units, Linux keeps one per thread; 0 = the same). When the threads and the loop
+   * want the same cores, the loop wins, so a login storm's scrypt waits, not health checks.
+   */
+  niceIncrement?: number
   /** Deadline of a task that names none, queueing included (WORKER_TASK_TIMEOUT_MS). */
   defaultTimeoutMs: number
   log: Pick<Logger, 'warn' | 'error'>
@@ -236,6 +242,8 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
         minThreads: threads,
         maxThreads: threads,
         execArgv: WORKER_EXEC_ARGV,
+        // Applied by each thread to itself when it starts, through @napi-rs/nice.
+        niceIncrement: options.niceIncrement ?? 0,
         // Backstop only; run() refuses first (see above).
         maxQueue,
         // Workers are started and torn down by start()/stop(), not by idleness.

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { getPriority } from 'node:os'
 import { threadId } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import { SimulatedClock } from 'xstate'
@@ -27,7 +28,7 @@ function startPool (t: Scope, options: Partial<WorkerPoolOptions> = {}) {
   pool.start()
   t.teardown(() => pool.stop())
   const runSpin = (input: SpinInput, runOptions?: { timeoutMs?: number, signal?: AbortSignal }) =>
-    pool.run<{ threadId: number }>('spin', input, runOptions)
+    pool.run<{ threadId: number, priority: number }>('spin', input, runOptions)
   return { clock, pool, runSpin }
 }
 
@@ -43,6 +44,16 @@ t.test('a task runs on a worker thread and returns its result', async (t) => {
   const result = await runSpin({ ms: 0 })
   t.not(result.threadId, threadId, 'not the main thread')
   t.match(pool.stats(), { threads: 1, completed: 1, queued: 0, running: 0 })
+})
+
+t.test('worker threads run at the lower CPU priority asked for, and the event loop\'s thread keeps its own', async (t) => {
+  const own = getPriority(0)
+  const { runSpin } = startPool(t, { niceIncrement: 7 })
+  const result = await runSpin({ ms: 0 })
+  t.equal(result.priority, Math.min(19, own + 7), 'the worker thread is 7 nice steps below')
+  t.equal(getPriority(0), own, 'the calling thread is untouched')
+  const { runSpin: runDefault } = startPool(t, {})
+  t.equal((await runDefault({ ms: 0 })).priority, own, 'no increment: the same priority')
 })
 
 t.test('a task past its deadline rejects with task_timeout and the pool serves the next task', async (t) => {
