@@ -9,7 +9,7 @@
  * BENCH_HISTORY_MESSAGES (40: seeded per session, and HISTORY_MAX_MESSAGES),
  * BENCH_MESSAGE_CHARS (4000: each seeded message), BENCH_CHAT_CHARS (3000: each chat message),
  * BENCH_HISTORY_MAX_TOKENS (16000), BENCH_WORKER_THREADS / BENCH_WORKER_MAX_QUEUE /
- * BENCH_WORKER_TASK_TIMEOUT_MS (unset: the gateway's defaults), BENCH_LOGIN_MAX_OUTSTANDING (600),
+ * BENCH_WORKER_TASK_TIMEOUT_MS / BENCH_WORKER_NICE (unset: the gateway's defaults), BENCH_LOGIN_MAX_OUTSTANDING (600),
  * BENCH_CHAT_MAX_OUTSTANDING (200), BENCH_REQUEST_TIMEOUT_MS (30000), BENCH_MODES ("pool,inline"),
  * BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test), BENCH_READY_TIMEOUT_S (60),
  * BENCH_MAX_SECONDS (600, whole-run watchdog), MOSQUITTO_BIN (mosquitto), BENCH_STRICT=1 (exit 1
@@ -85,6 +85,7 @@ function readSettings (): Settings {
     workerThreads: optionalInt('BENCH_WORKER_THREADS', 1, 256),
     workerMaxQueue: optionalInt('BENCH_WORKER_MAX_QUEUE', 1, 1_000_000),
     workerTaskTimeoutMs: optionalInt('BENCH_WORKER_TASK_TIMEOUT_MS', 10, 600_000),
+    workerNice: optionalInt('BENCH_WORKER_NICE', 0, 19),
     loginMaxOutstanding: num('BENCH_LOGIN_MAX_OUTSTANDING', 600, 1, 10_000),
     chatMaxOutstanding: num('BENCH_CHAT_MAX_OUTSTANDING', 200, 1, 10_000),
     requestTimeoutMs: num('BENCH_REQUEST_TIMEOUT_MS', 30_000, 100, 120_000),
@@ -179,9 +180,10 @@ async function main (): Promise<number> {
           HISTORY_MAX_MESSAGES: s.historyMessages,
           HISTORY_MAX_CHARS: 10_000_000,
           HISTORY_MAX_TOKENS: s.historyMaxTokens,
-          WORKER_THREADS: s.workerThreads ?? 'default (cores, at most 4)',
-          WORKER_MAX_QUEUE: s.workerMaxQueue ?? 'default (512)',
+          WORKER_THREADS: s.workerThreads ?? 'default (cores - 1, at least 1, at most 4)',
+          WORKER_MAX_QUEUE: s.workerMaxQueue ?? 'default (32)',
           WORKER_TASK_TIMEOUT_MS: s.workerTaskTimeoutMs ?? 'default (5000)',
+          WORKER_NICE: s.workerNice ?? 'default (10)',
           LOGIN_MAX_FAILURES: 100_000
         },
         login_max_outstanding: s.loginMaxOutstanding,

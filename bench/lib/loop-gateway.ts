@@ -19,10 +19,11 @@ export interface LoopGatewayOptions {
   readonly readyTimeoutMs: number
   readonly historyMaxMessages: number
   readonly historyMaxTokens: number
-  /** Unset keeps the gateway's defaults (cores at most 4; 512; 5000 ms). */
+  /** Unset keeps the gateway's defaults (cores - 1, at most 4; 32; 5000 ms; nice 10). */
   readonly workerThreads?: number
   readonly workerMaxQueue?: number
   readonly workerTaskTimeoutMs?: number
+  readonly workerNice?: number
   /** Extra node flags for the gateway, e.g. `--cpu-prof` to see where its loop goes. */
   readonly nodeArgs?: readonly string[]
 }
@@ -64,7 +65,8 @@ export function loopGatewayEnv (o: LoopGatewayOptions, port: number): Record<str
     WORKER_INLINE: o.mode === 'inline' ? '1' : '0',
     ...optional('WORKER_THREADS', o.workerThreads),
     ...optional('WORKER_MAX_QUEUE', o.workerMaxQueue),
-    ...optional('WORKER_TASK_TIMEOUT_MS', o.workerTaskTimeoutMs)
+    ...optional('WORKER_TASK_TIMEOUT_MS', o.workerTaskTimeoutMs),
+    ...optional('WORKER_NICE', o.workerNice)
   }
 }
 

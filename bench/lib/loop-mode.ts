@@ -44,6 +44,7 @@ export interface ModeSettings {
   readonly workerThreads: number | undefined
   readonly workerMaxQueue: number | undefined
   readonly workerTaskTimeoutMs: number | undefined
+  readonly workerNice: number | undefined
   readonly loginMaxOutstanding: number
   readonly chatMaxOutstanding: number
   readonly requestTimeoutMs: number
@@ -123,7 +124,7 @@ export async function runMode (mode: LoopMode, ctx: ModeContext, gateways: Set<L
     mode, mqttUrl: ctx.broker.url, prefix: PREFIX, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret: ctx.authSecret,
     logFile: join(tmp, `gateway-${mode}.log`), readyTimeoutMs: s.readyTimeoutMs,
     historyMaxMessages: s.historyMessages, historyMaxTokens: s.historyMaxTokens,
-    workerThreads: s.workerThreads, workerMaxQueue: s.workerMaxQueue, workerTaskTimeoutMs: s.workerTaskTimeoutMs,
+    workerThreads: s.workerThreads, workerMaxQueue: s.workerMaxQueue, workerTaskTimeoutMs: s.workerTaskTimeoutMs, workerNice: s.workerNice,
     nodeArgs: s.gatewayNodeArgs
   })
   gateways.add(gateway)
