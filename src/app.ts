@@ -40,6 +40,7 @@ import { CHAT_WS_ROUTE, chatSocket } from './ws/chat-socket.js'
 import { createHintHub } from './ws/hint-hub.js'
 import { HINTS_ROUTE, hintsSocket } from './ws/hints-socket.js'
 import { pingIntervalMs } from './ws/ping-wheel.js'
+import { createSessionOwners } from './ws/session-owners.js'
 import { createSocketRegistry, type SocketRegistry } from './ws/socket-registry.js'
 import type { UpgradeDeps } from './ws/upgrade.js'
 
@@ -220,7 +221,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy }
     if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')
     const authDeps = { ...routeDeps, accounts, passwords, limiter }
-    const sessionDeps = { ...routeDeps, chats }
+    const owners = createSessionOwners()
+    const sessionDeps = { ...routeDeps, chats, owners }
     const persistence = config.chatMode === 'relay' ? relayChats : storedChats(chats, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(workers, { maxTokens: config.historyMaxTokens, log }))
     // Spread into both chat transports, whose deps reach runChat whole (no thread hop without filters).
     const screening = config.contentFilters.length === 0 ? {} : { screen: createContentScreen(workers, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) }
@@ -240,6 +242,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
             ...wsLimits,
             upgrade: upgradeDeps('hints'),
             ownsSession: async (userId, sessionId) => await chats().ownsSession(userId, sessionId),
+            owners,
             registry: sockets, hub, link, topics, clock, log,
             statePerSecond: config.wsStatePerSecond,
             stateBurst: config.wsStateBurst,

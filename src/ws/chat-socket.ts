@@ -59,7 +59,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
     upgrade: upgradeHandler<ChatSocketData>(deps.upgrade, {
       route: CHAT_WS_ROUTE,
       params: 0,
-      async check ({ user }) {
+      check ({ user }) {
         return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map(), strikes: 0 }
       }
     }),

@@ -12,6 +12,7 @@ import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { Topics } from '../mqtt/topics.js'
 import { MAX_STRIKES, parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
 import type { HintHub } from './hint-hub.js'
+import type { SessionOwners } from './session-owners.js'
 import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
 import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
 
@@ -26,6 +27,8 @@ export interface HintSocketData extends SocketData {
 export interface HintsSocketDeps {
   upgrade: UpgradeDeps
   ownsSession: (userId: string, sessionId: string) => Promise<boolean>
+  /** Owners already known, so most upgrades need no database round trip (session-owners.ts). */
+  owners?: SessionOwners
   registry: SocketRegistry
   hub: HintHub
   link: Pick<MqttLink, 'publish'>
@@ -66,10 +69,9 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
       route: HINTS_ROUTE,
       params: 1,
       precheck: ([sessionId]) => isValidId(sessionId) ? null : new TetherError('invalid_request', 'session_id must match [A-Za-z0-9_-]{1,64}.'),
-      async check ({ user, params }) {
+      check ({ user, params }) {
         const sessionId = params[0] as string
-        if (user !== null && !(await deps.ownsSession(user.userId, sessionId))) throw new TetherError('session_not_found')
-        return {
+        const data = (): HintSocketData => ({
           endpoint: 'hints',
           userId: user?.userId ?? sessionId,
           sessionId,
@@ -79,7 +81,17 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
           bucket: { tokens: deps.stateBurst, at: clock.now() },
           strikes: 0,
           lastErrorAt: 0
-        }
+        })
+        if (user === null) return data()
+        // Known owners answer at once (the upgrade then happens inside uWS's callback).
+        const known = deps.owners?.owns(user.userId, sessionId)
+        if (known === true) return data()
+        if (known === false) throw new TetherError('session_not_found')
+        return deps.ownsSession(user.userId, sessionId).then((owned) => {
+          if (!owned) throw new TetherError('session_not_found')
+          deps.owners?.remember(sessionId, user.userId)
+          return data()
+        })
       }
     }),
     open (ws) {

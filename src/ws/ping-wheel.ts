@@ -9,7 +9,8 @@
  * per tick, and is pinged when its slot comes round: once per interval, at a phase of its own,
  * so N sockets cost about N / slots pings per tick whenever they connected. A late tick (a
  * busy loop) catches up on the slots it missed, so no socket goes more than an interval plus
- * the delay without a ping.
+ * the delay without a ping. The interval is short enough that every live peer's pong resets
+ * uWS's own timer before it runs out: uWS then pings only peers that stopped answering.
  */
 import type { Clock } from '../clock.js'
 
@@ -90,10 +91,23 @@ export function createPingWheel<T> (options: PingWheelOptions<T>): PingWheel<T> 
 }
 
 /**
- * How often to ping for a given WS_IDLE_TIMEOUT_S. Without automatic pings uWS closes a socket
- * that has received nothing for the idle timeout, checked on its 4 s tick — so as early as 4 s
- * before it. Pinging every (idle - 4) / 2 s gives a live peer two pongs within that window.
+ * How long uWS waits, after the last data a socket received, before it pings the socket
+ * itself (and then closes it after as long again without an answer): uWS's own split of the
+ * idle timeout (WebSocketContextData::calculateIdleTimeoutCompnents), e.g. 16 s of 32.
+ */
+export function uwsPingAfterS (idleTimeoutS: number): number {
+  let margin = 4
+  while (idleTimeoutS - margin * 2 >= margin * 2 && margin < 16) margin *= 2
+  return idleTimeoutS - margin
+}
+
+/**
+ * How often the wheel pings, for a given WS_IDLE_TIMEOUT_S: often enough that a live peer's
+ * pong always resets uWS's timer before it runs out, so uWS's own (bursty) pings never go to
+ * a peer that answers. uWS checks timers on a 4 s tick, so its timer can run out up to 4 s
+ * early; pinging every (uwsPingAfterS - 4) / 2 s leaves room for two pongs inside it.
+ * With the default 32 s: uWS would ping after 16 s; the wheel pings every 6 s.
  */
 export function pingIntervalMs (idleTimeoutS: number): number {
-  return Math.max(1000, ((idleTimeoutS - 4) / 2) * 1000)
+  return Math.max(1000, ((uwsPingAfterS(idleTimeoutS) - 4) / 2) * 1000)
 }

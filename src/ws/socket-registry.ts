@@ -38,10 +38,14 @@ export function socketLimits (limits: { idleTimeoutS: number, maxPayloadBytes: n
   closeOnBackpressureLimit: number
 } {
   return {
-    // With automatic pings off, uWS closes a socket that received nothing (not even a pong to
-    // the registry's pings) for the idle timeout: a dead peer is gone within about 1x of it.
+    // uWS's own pings stay on, as the backstop they were: the ping wheel pings every live
+    // socket before uWS's timer for it runs out (pingIntervalMs), so uWS pings only a peer
+    // that did not answer ours, and closes it at the idle timeout — within 1x to 2x of it.
+    // Turning them off was tried: an async upgrade in this uWS build can leave a fresh socket
+    // with a garbage timeout (upgrade.ts), which with automatic pings only costs a ping but
+    // without them closed live sockets within seconds (test/integration/ws-subscriptions).
     idleTimeout: limits.idleTimeoutS,
-    sendPingsAutomatically: false,
+    sendPingsAutomatically: true,
     // uWS's own limit is a backstop at twice ours: it closes with 1006, not 1009. Frames
     // between the two are closed by the message handlers with 1009 (RFC 6455 "message too big").
     maxPayloadLength: limits.maxPayloadBytes * 2,

@@ -2,8 +2,20 @@
  * The WebSocket upgrade, checked before the 101: the session id's shape (400), the token
  * from `?token=` or `Sec-WebSocket-Protocol` (401), and whatever the endpoint checks
  * asynchronously — session ownership (404), a database that is down (503). uWebSockets.js
- * rules: the handshake headers are copied before anything awaits, an aborted request is
- * never upgraded, and the upgrade after the await is corked.
+ * rules: the handshake headers are copied before anything awaits, and an aborted request is
+ * never upgraded.
+ *
+ * Where the checks can answer at once, the upgrade is made inside uWS's upgrade callback, the
+ * way uWS is happiest. After an await it is made uncorked, against uWS's advice, because
+ * `res.cork(() => res.upgrade(...))` after an await is broken in the uWS build we use
+ * (uNetworking/uWebSockets#1928, fixed upstream by #1929): when the socket's memory is reused
+ * in place for the WebSocket, the cork's epilogue reads the new socket's bytes as HTTP state
+ * and, depending on them, closes it — fresh hint sockets dropped with 1006 the moment they
+ * opened, about one in a few thousand here (test/integration/ws-subscriptions.test.ts).
+ * Uncorked, the upgrade is correct; uWS prints one warning line for it on stderr ("writes
+ * must be made from within a corked callback", docs/operations.md). The session owner cache
+ * (session-owners.ts) keeps that path to the first socket of a session the process has not
+ * seen yet.
  */
 import type { HttpRequest, HttpResponse, us_socket_context_t } from 'uWebSockets.js'
 import type { TokenClaims, Tokens } from '../auth/tokens.js'
@@ -24,8 +36,12 @@ export interface UpgradeDeps {
 export interface UpgradeSpec<T> {
   route: string
   params: number
-  /** Throws TetherError (or a database error) to refuse; resolves to the socket's user data. */
-  check: (ctx: { user: TokenClaims | null, params: string[] }) => Promise<T>
+  /**
+   * The socket's user data, or a promise of it when the answer needs I/O; throws (or
+   * rejects with) TetherError or a database error to refuse. Answer synchronously whenever
+   * possible: see the header.
+   */
+  check: (ctx: { user: TokenClaims | null, params: string[] }) => T | Promise<T>
   /** Synchronous checks that come before authentication (the session id's shape: 400 first). */
   precheck?: (params: string[]) => TetherError | null
 }
@@ -77,14 +93,19 @@ export function upgradeHandler<T> (deps: UpgradeDeps, spec: UpgradeSpec<T>): (re
       user = picked.claims
       protocol = picked.protocol
     }
-    spec.check({ user, params }).then(
-      (data) => {
-        if (ex.aborted) return
-        ex.answered = true
-        res.cork(() => { res.upgrade(data, key, protocol, extensions, context) })
-        deps.hooks.onResponse(spec.route, 101)
-      },
-      refuse
-    )
+    const upgrade = (data: T): void => {
+      ex.answered = true
+      res.upgrade(data, key, protocol, extensions, context)
+      deps.hooks.onResponse(spec.route, 101)
+    }
+    let checked: T | Promise<T>
+    try {
+      checked = spec.check({ user, params })
+    } catch (err) {
+      refuse(err)
+      return
+    }
+    if (!(checked instanceof Promise)) { upgrade(checked); return }
+    checked.then((data) => { if (!ex.aborted) upgrade(data) }, refuse)
   }
 }

@@ -150,6 +150,22 @@ t.test('another user\'s session and an unknown session are both 404 with indisti
   t.notOk(own.isClosed, 'the owner gets in')
 })
 
+t.test('sockets for sessions the gateway has not seen are upgraded after a database lookup, and stay open', async (t) => {
+  // Created behind the gateway's back (not through its API), so their owner is not cached:
+  // each upgrade waits for the database, the path where uWS's cork bug dropped fresh sockets.
+  const ids: string[] = []
+  for (let i = 0; i < 40; i++) ids.push((await gw.tether.database.chats.createSession(gw.userId, `unseen ${i}`)).id)
+  const sockets: TestSocket[] = []
+  for (const id of ids) sockets.push(await hints(t, id))
+  const other = await gw.newUser('unseen-other')
+  t.equal((await refused(wsUrl(gw.port, hintsPath(ids[0] as string, other.token)))).status, 404, 'another user is still refused')
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const dropped = sockets.filter((s) => s.isClosed).map((s) => s.closeInfo)
+  t.same(dropped, [], 'none of the 40 closed')
+  await untilHintsFlow(peer, ids[39] as string, [sockets[39] as TestSocket])
+  t.pass('hints reach them')
+})
+
 t.test('the token is accepted from ?token= and from "bearer, <token>", and the server answers protocol bearer', async (t) => {
   const sessionId = await gw.sessionId('auth')
   const opened = await counter(gw, 'tether_ws_opened_total', { endpoint: 'hints' })
@@ -457,7 +473,7 @@ t.test('a client that stops answering is gone within 2x the idle timeout, and on
   t.ok(silent.socket.destroyed, 'the server hung up on the silent peer')
   // It has sent nothing but pongs for as long as the silent peer sent nothing at all.
   t.notOk(alive.isClosed, 'a peer that answers pings (the ws client does) stays open')
-  t.ok(pings >= 1, `the server pinged it (${pings} pings in ${tookMs} ms; one every ${(IDLE_S - 4) / 2} s)`)
+  t.ok(pings >= 1, `the server pinged it (${pings} pings in ${tookMs} ms)`)
 })
 
 t.test('stopping the gateway closes open sockets with 4000 (reconnect)', async (t) => {

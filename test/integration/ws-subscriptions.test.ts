@@ -169,7 +169,7 @@ const broker = await startTestBroker()
 t.teardown(() => broker.close())
 const proxy = await startSniffingProxy(broker.port)
 t.teardown(() => proxy.close())
-const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url })
+const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url, WS_IDLE_TIMEOUT_S: process.env.XIDLE ?? '32' })
 await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
 const { wire } = proxy
 // The link's own subscriptions (replies, probe): what is left with no hints socket open.
@@ -193,7 +193,22 @@ async function brokerMatches (open: Map<string, Set<TestSocket>>, what: string):
     const got = sorted(wire.acked)
     return got.length === want.length && got.every((f, i) => f === want[i])
   // Generous: on a loaded 2-core machine a SUBACK can take seconds; the check is exactness.
-  }, { timeoutMs: 20_000, intervalMs: 2, what: `broker-side subscriptions to equal the sessions with open sockets (${what}): want ${want.length}, have ${wire.acked.size}` })
+  }, { timeoutMs: 20_000, intervalMs: 2, what: `broker-side subscriptions to equal the sessions with open sockets (${what})` }).catch(async (err: Error) => {
+    // Everything that tells a lost SUBSCRIBE from a socket the server dropped from a reconnect.
+    const got = sorted(wire.acked)
+    const closedOpen = [...open].flatMap(([id, set]) => [...set].filter((s) => s.isClosed).map((s) => `${id}: ${s.closeInfo}`))
+    const details = {
+      missing: want.filter((f) => !got.includes(f)),
+      extra: got.filter((f) => !want.includes(f)),
+      sockets_closed_under_the_test: closedOpen,
+      requested_not_acked: sorted(wire.requested).filter((f) => !got.includes(f)),
+      violations: wire.violations,
+      proxy_connections: wire.connections,
+      link: { state: gw.tether.link.state, subscriptions: gw.tether.link.subscriptionCount, transitions: gw.tether.link.recentTransitions() },
+      ws_closed: await gw.request('GET', '/metrics').then((m) => m.text.split('\n').filter((l) => l.startsWith('tether_ws_closed_total')), () => [])
+    }
+    throw new Error(`${err.message}; ${JSON.stringify(details)}`)
+  })
 }
 
 let round = 0

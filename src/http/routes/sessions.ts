@@ -1,5 +1,6 @@
 /** POST/GET /api/chatbot/sessions and GET /api/chatbot/sessions/:id/messages, owner-scoped. */
 import type { ChatStore } from '../../db/chat-store.js'
+import type { SessionOwners } from '../../ws/session-owners.js'
 import { TetherError } from '../../errors.js'
 import { jsonRoute, required, type RouteDeps } from '../request-context.js'
 import type { Handler } from '../server.js'
@@ -7,6 +8,8 @@ import { checkId, checkText } from '../validate.js'
 
 export interface SessionRouteDeps extends RouteDeps {
   chats: () => ChatStore
+  /** Told every session created or listed, so the user's hint sockets upgrade without a query. */
+  owners?: SessionOwners
 }
 
 /** Listings are bounded: a user with thousands of sessions gets the newest. */
@@ -21,7 +24,9 @@ export function createSessionHandler (deps: SessionRouteDeps): Handler {
     emptyBodyOk: true,
     async handle ({ body, user }) {
       const title = body.title === undefined || body.title === null ? '' : required(checkText('title', body.title, { min: 0, max: 200 }))
-      const row = await deps.chats().createSession((user as NonNullable<typeof user>).userId, title)
+      const userId = (user as NonNullable<typeof user>).userId
+      const row = await deps.chats().createSession(userId, title)
+      deps.owners?.remember(row.id, userId)
       return { status: 201, body: { id: row.id, title: row.title, created_at: row.created_at.toISOString() } }
     }
   })
@@ -33,7 +38,9 @@ export function listSessionsHandler (deps: SessionRouteDeps): Handler {
     auth: true,
     readsBody: false,
     async handle ({ user }) {
-      const rows = await deps.chats().listSessions((user as NonNullable<typeof user>).userId, MAX_SESSIONS_LISTED)
+      const userId = (user as NonNullable<typeof user>).userId
+      const rows = await deps.chats().listSessions(userId, MAX_SESSIONS_LISTED)
+      for (const r of rows) deps.owners?.remember(r.id, userId)
       return { status: 200, body: rows.map((r) => ({ id: r.id, title: r.title, created_at: r.created_at.toISOString() })) }
     }
   })

@@ -1,7 +1,7 @@
 // The ping wheel on simulated time: one ping per socket per interval, spread evenly whatever
 // the sockets' joining times, none after remove(), catch-up after a late tick, nothing armed after stop().
 import t from 'tap'
-import { createPingWheel, pingIntervalMs } from '../../../src/ws/ping-wheel.js'
+import { createPingWheel, pingIntervalMs, uwsPingAfterS } from '../../../src/ws/ping-wheel.js'
 import { CountingClock } from '../../fixtures/counting-clock.js'
 
 /** A deterministic [0, 1) sequence (mulberry32), so spreads are the same on every run. */
@@ -127,11 +127,14 @@ t.test('stop leaves no timer armed and no ping is sent after it', async (t) => {
   t.equal(pings.length, 0)
 })
 
-t.test('the ping interval leaves a live peer two pongs inside uWS\'s earliest idle close', async (t) => {
-  t.equal(pingIntervalMs(32), 14_000, 'default idle timeout 32 s: every 14 s')
-  t.equal(pingIntervalMs(8), 2000, 'the smallest allowed idle timeout: every 2 s')
-  for (const idle of [8, 9, 10, 16, 31, 32, 100, 960]) {
-    // uWS closes no earlier than idle - 4 s after the last data it received.
-    t.ok(2 * pingIntervalMs(idle) <= (idle - 4) * 1000, `idle ${idle} s`)
+t.test('the ping interval leaves a live peer two pongs before uWS\'s own ping timer can run out', async (t) => {
+  t.equal(uwsPingAfterS(32), 16, 'uWS splits 32 s into 16 + 16')
+  t.equal(uwsPingAfterS(8), 4, 'and 8 s into 4 + 4')
+  t.equal(uwsPingAfterS(960), 944, 'and long timeouts keep a 16 s margin')
+  t.equal(pingIntervalMs(32), 6000, 'default idle timeout 32 s: every 6 s')
+  t.equal(pingIntervalMs(8), 1000, 'the smallest allowed idle timeout: every second (the floor)')
+  for (const idle of [12, 16, 31, 32, 100, 960]) {
+    // uWS's timer runs out no earlier than uwsPingAfterS - 4 s after the last data received.
+    t.ok(2 * pingIntervalMs(idle) <= (uwsPingAfterS(idle) - 4) * 1000, `idle ${idle} s`)
   }
 })
