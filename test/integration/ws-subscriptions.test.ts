@@ -169,7 +169,7 @@ const broker = await startTestBroker()
 t.teardown(() => broker.close())
 const proxy = await startSniffingProxy(broker.port)
 t.teardown(() => proxy.close())
-const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url, WS_IDLE_TIMEOUT_S: process.env.XIDLE ?? '32' })
+const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url })
 await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
 const { wire } = proxy
 // The link's own subscriptions (replies, probe): what is left with no hints socket open.
