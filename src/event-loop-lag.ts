@@ -25,12 +25,25 @@ export function createLagMonitor (options: { clock: Clock, windowMs?: number, sa
   let interval: IntervalHistogram | null = null
   let windowStart = 0
   let timer: unknown = null
+  let dueAt = 0
+
+  function schedule (): void {
+    dueAt = clock.now() + sampleMs
+    timer = clock.setTimeout(sample, sampleMs)
+  }
 
   function sample (): void {
-    timer = clock.setTimeout(sample, sampleMs)
-    if (interval === null || interval.count === 0) return
+    // How late this timer itself fired: a stall it sat through. Needed because reset() also
+    // forgets the histogram's previous tick, so when this timer runs first after a stall,
+    // before the histogram's own (also overdue) tick, that tick records nothing and the
+    // stall would be lost (seen: a 1.5 s stall missing from the metrics, watchdog test).
+    const lateMs = Math.max(0, clock.now() - dueAt)
+    schedule()
+    if (interval === null) return
     // Net of the sampling period (as fastify's under-pressure does): an idle loop reads 0.
-    options.onSample?.(Math.max(0, interval.max / 1e6 - RESOLUTION_MS) / 1000)
+    const histogramMs = interval.count === 0 ? 0 : Math.max(0, interval.max / 1e6 - RESOLUTION_MS)
+    if (interval.count === 0 && lateMs === 0) return
+    options.onSample?.(Math.max(histogramMs, lateMs) / 1000)
     interval.reset()
   }
 
@@ -42,7 +55,7 @@ export function createLagMonitor (options: { clock: Clock, windowMs?: number, sa
       interval = monitorEventLoopDelay({ resolution: RESOLUTION_MS })
       interval.enable()
       windowStart = clock.now()
-      timer = clock.setTimeout(sample, sampleMs)
+      schedule()
     },
     stop () {
       window?.disable()
