@@ -9,7 +9,8 @@
  * whole-run watchdog), BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test: the server
  * and admin login a fresh database is created with), BENCH_DB_POOL_SIZE (unset: the gateway's
  * default; else DB_POOL_SIZE for both gateways and the PostgreSQL ceiling), ECHO_CHUNKS (0), MOSQUITTO_BIN (mosquitto),
- * BENCH_GATEWAY_DIR (dist/src: where main.js, app.js, config.js are), BENCH_STRICT=1 (exit 1
+ * BENCH_GATEWAY_DIR (dist/src: where main.js, app.js, config.js are), BENCH_GATEWAY_NODE_ARGS (extra node
+ * flags for the measured gateways, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_STRICT=1 (exit 1
  * when a goal is missed).
  */
 import { randomBytes } from 'node:crypto'
@@ -47,6 +48,7 @@ interface Settings {
   readonly mosquittoBin: string
   readonly adminDatabaseUrl: string
   readonly dbPoolSize: number | undefined
+  readonly gatewayNodeArgs: string[]
   readonly strict: boolean
 }
 
@@ -97,6 +99,7 @@ function readSettings (): Settings {
     echoChunks: num('ECHO_CHUNKS', 0, 0, 1000),
     mosquittoBin: process.env.MOSQUITTO_BIN ?? 'mosquitto',
     adminDatabaseUrl,
+    gatewayNodeArgs: (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
     dbPoolSize: process.env.BENCH_DB_POOL_SIZE === undefined || process.env.BENCH_DB_POOL_SIZE === '' ? undefined : num('BENCH_DB_POOL_SIZE', 10, 1, 90),
     strict: process.env.BENCH_STRICT === '1'
   }
@@ -175,7 +178,7 @@ async function main (): Promise<number> {
       try {
         gateways[mode] = await startGateway({
           mqttUrl: broker.url, prefix: PREFIX, logFile: join(tmp, `gateway-${mode}.log`), readyTimeoutMs: s.readyTimeoutMs,
-          chatMode: mode, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret, dbPoolSize: s.dbPoolSize
+          chatMode: mode, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret, dbPoolSize: s.dbPoolSize, nodeArgs: s.gatewayNodeArgs
         })
         log(`bench: gateway (${mode}) ready on 127.0.0.1:${gateways[mode]?.port}`)
       } catch (err) {

@@ -60,6 +60,8 @@ export interface GatewayOptions {
   readonly authSecret: string
   /** DB_POOL_SIZE; undefined keeps the gateway's default. */
   readonly dbPoolSize?: number
+  /** Extra node flags for the gateway (BENCH_GATEWAY_NODE_ARGS), e.g. `--cpu-prof`. */
+  readonly nodeArgs?: readonly string[]
 }
 
 /**
@@ -95,7 +97,7 @@ export async function startGateway (o: GatewayOptions): Promise<Gateway> {
   const port = await freePort()
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !GATEWAY_VARS.test(k)))
   const env = { ...inherited, ...gatewayEnv(o, port) }
-  const proc = start(process.execPath, [MAIN_JS], o.logFile, { env })
+  const proc = start(process.execPath, [...(o.nodeArgs ?? []), MAIN_JS], o.logFile, { env })
   const ready = await waitReady(port, o.readyTimeoutMs, () => isRunning(proc.child))
   if (!ready) {
     const why = isRunning(proc.child) ? `GET /readyz not 200 within ${o.readyTimeoutMs} ms` : `exited with code ${proc.child.exitCode}`
