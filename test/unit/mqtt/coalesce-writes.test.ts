@@ -20,7 +20,7 @@ t.test('writes made in one turn go out together in one writev, in order', async 
   const { client, received } = await connectedPair(t)
   coalesceWrites(client)
   const calls: Array<{ kind: string, chunks: number }> = []
-  const internals = client as unknown as { _writev: (...a: unknown[]) => unknown, _write: (...a: unknown[]) => unknown }
+  const internals = client as unknown as { _writev: (chunks: unknown[], cb: unknown) => unknown, _write: (...a: unknown[]) => unknown }
   const writev = internals._writev.bind(client)
   const write = internals._write.bind(client)
   internals._writev = (chunks: unknown[], cb: unknown) => { calls.push({ kind: 'writev', chunks: chunks.length }); return writev(chunks, cb) }
