@@ -106,11 +106,35 @@ const MAX_RETRY_AFTER_S = 30
  * of an ES module goes through require(esm), and terminating a thread at its deadline while
  * that load is under way hits a fatal assertion in Node that aborts the whole process
  * (seen under a login storm with bench:loop). Without require(esm) piscina falls back to
- * import(), which a termination interrupts cleanly.
+ * import(), which a termination interrupts cleanly: start() adds --no-experimental-require-module.
+ *
+ * Flags that change how modules load (a TypeScript loader under tap, say): a worker needs them too.
  */
-const WORKER_EXEC_ARGV = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
-  ? [...process.execArgv, '--no-experimental-require-module']
-  : [...process.execArgv]
+const MODULE_FLAGS = /^(--import|--require|-r|--loader|--experimental-loader|--conditions|-C)(=|$)/
+const KEPT_FLAGS = new Set(['--enable-source-maps', '--no-warnings', '--no-deprecation', '--preserve-symlinks'])
+
+/**
+ * The worker threads' node flags: the process's module-loading flags (plus the one above when
+ * `noRequireModule`). Passing
+ * execArgv makes Node check every flag, and V8 or process-wide ones (--expose-gc,
+ * --max-old-space-size, --title...) are refused with ERR_WORKER_INVALID_EXEC_ARGV, so the
+ * process's own flags cannot be passed on wholesale: the gateway run with --expose-gc
+ * (bench:chat's heap phase) could not start its pool.
+ */
+export function workerExecArgv (execArgv: readonly string[], noRequireModule: boolean): string[] {
+  const kept: string[] = []
+  for (let i = 0; i < execArgv.length; i++) {
+    const arg = execArgv[i] as string
+    if (KEPT_FLAGS.has(arg)) kept.push(arg)
+    else if (MODULE_FLAGS.test(arg)) {
+      kept.push(arg)
+      // "--import x": the value is the next entry.
+      if (!arg.includes('=') && i + 1 < execArgv.length) kept.push(execArgv[++i] as string)
+    }
+  }
+  if (noRequireModule) kept.push('--no-experimental-require-module')
+  return kept
+}
 
 export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
   const { threads, maxQueue, defaultTimeoutMs, log } = options
@@ -241,7 +265,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
       pool = new Piscina({
         minThreads: threads,
         maxThreads: threads,
-        execArgv: WORKER_EXEC_ARGV,
+        execArgv: workerExecArgv(process.execArgv, process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')),
         // Applied by each thread to itself when it starts, through @napi-rs/nice.
         niceIncrement: options.niceIncrement ?? 0,
         // Backstop only; run() refuses first (see above).

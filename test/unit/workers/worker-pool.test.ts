@@ -4,7 +4,7 @@ import { threadId } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import { SimulatedClock } from 'xstate'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool, WorkerPoolError, type WorkerPoolOptions } from '../../../src/workers/worker-pool.js'
+import { createWorkerPool, workerExecArgv, WorkerPoolError, type WorkerPoolOptions } from '../../../src/workers/worker-pool.js'
 import { startedFlag, whenStarted, type SpinInput } from '../../fixtures/workers/spin.worker.js'
 import { spawnTs, waitExit } from '../../fixtures/run-ts.js'
 
@@ -187,4 +187,19 @@ t.test('after stop the process exits by itself: no thread, timer or port left be
     leftRunning: 'pool_stopped',
     stats: { threads: 0, completed: 1, timedOut: 1 }
   })
+})
+
+t.test('worker threads get the process\'s module-loading flags and none of the flags Node refuses in workers', async (t) => {
+  t.same(
+    workerExecArgv(['--expose-gc', '--max-old-space-size=200', '--import=loader.mjs', '--require', 'hook.cjs', '--enable-source-maps', '--title=x', '--cpu-prof'], true),
+    ['--import=loader.mjs', '--require', 'hook.cjs', '--enable-source-maps', '--no-experimental-require-module']
+  )
+  t.same(workerExecArgv([], false), [])
+})
+
+t.test('a process started with --expose-gc still starts its pool and runs tasks', async (t) => {
+  const child = spawnTs('test/fixtures/workers/pool-exit.ts', {}, ['--expose-gc'])
+  const exit = await waitExit(child, 90_000)
+  t.equal(exit.code, 0, exit.stderr)
+  t.match(JSON.parse(exit.stdout.trim()), { ran: 'ok' })
 })
