@@ -26,6 +26,8 @@ export function createLagMonitor (options: { clock: Clock, windowMs?: number, sa
   let windowStart = 0
   let timer: unknown = null
   let dueAt = 0
+  /** The window histogram's max when last sampled (ns), to see a new maximum arrive. */
+  let windowMaxSeen = 0
 
   function schedule (): void {
     dueAt = clock.now() + sampleMs
@@ -33,17 +35,24 @@ export function createLagMonitor (options: { clock: Clock, windowMs?: number, sa
   }
 
   function sample (): void {
-    // How late this timer itself fired: a stall it sat through. Needed because reset() also
-    // forgets the histogram's previous tick, so when this timer runs first after a stall,
-    // before the histogram's own (also overdue) tick, that tick records nothing and the
-    // stall would be lost (seen: a 1.5 s stall missing from the metrics, watchdog test).
+    // reset() below also forgets the interval histogram's previous tick, so when this timer
+    // runs after a stall before that histogram's own (also overdue) tick, the tick records
+    // nothing and the stall is lost (seen: a 1.5 s stall read as 0.58 s, watchdog test). Two
+    // witnesses that cannot lose it: the window histogram, which is not reset here (a new
+    // maximum there arrived since the last sample), and how late this timer itself fired.
     const lateMs = Math.max(0, clock.now() - dueAt)
     schedule()
-    if (interval === null) return
+    if (interval === null || window === null) return
+    let newWindowMaxMs = 0
+    if (window.count > 0 && window.max > windowMaxSeen) {
+      newWindowMaxMs = window.max / 1e6
+      windowMaxSeen = window.max
+    }
+    const histogramMs = interval.count === 0 ? 0 : interval.max / 1e6
+    if (interval.count === 0 && lateMs === 0 && newWindowMaxMs === 0) return
     // Net of the sampling period (as fastify's under-pressure does): an idle loop reads 0.
-    const histogramMs = interval.count === 0 ? 0 : Math.max(0, interval.max / 1e6 - RESOLUTION_MS)
-    if (interval.count === 0 && lateMs === 0) return
-    options.onSample?.(Math.max(histogramMs, lateMs) / 1000)
+    const delayMs = Math.max(histogramMs - RESOLUTION_MS, newWindowMaxMs - RESOLUTION_MS, lateMs, 0)
+    options.onSample?.(delayMs / 1000)
     interval.reset()
   }
 
@@ -71,6 +80,7 @@ export function createLagMonitor (options: { clock: Clock, windowMs?: number, sa
       const p99 = Math.round(Math.max(0, window.percentile(99) / 1e6 - RESOLUTION_MS) * 100) / 100
       if (clock.now() - windowStart >= windowMs) {
         window.reset()
+        windowMaxSeen = 0
         windowStart = clock.now()
       }
       return p99
