@@ -2,6 +2,7 @@
  * The composition root: builds every part from the config, wires events to metrics, and
  * owns the order of start-up and shutdown. Nothing runs until start(); stop() undoes it all.
  */
+import { mkdirSync } from 'node:fs'
 import { createPasswords } from './auth/password.js'
 import { createRateLimiter } from './auth/rate-limiter.js'
 import { resolveAuthSecret } from './auth/secret.js'
@@ -14,6 +15,8 @@ import { openDatabase, type Database } from './db/database.js'
 import { TetherError } from './errors.js'
 import { createLagMonitor } from './event-loop-lag.js'
 import type { HealthSources } from './health.js'
+import { createClientAddress } from './http/client-address.js'
+import { redactUrl } from './redact.js'
 import { createCors } from './http/cors.js'
 import type { ExchangeHooks } from './http/exchange.js'
 import { loginHandler, meHandler, registerHandler } from './http/routes/auth.js'
@@ -31,6 +34,8 @@ import { silentLogger } from './log.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { startDemoResponder, type DemoResponder } from './mqtt/demo-responder.js'
 import { startEmbeddedBroker, type EmbeddedBroker } from './mqtt/embedded-broker.js'
+import { BROKER_USERS } from './mqtt/broker-acl.js'
+import { loadBrokerCredentials } from './mqtt/broker-credentials.js'
 import { createMqttLink, type MqttLink } from './mqtt/mqtt-link.js'
 import { createTopics } from './mqtt/topics.js'
 import { createWatchdog, type Watchdog } from './watchdog/watchdog.js'
@@ -40,9 +45,12 @@ import { CHAT_WS_ROUTE, chatSocket } from './ws/chat-socket.js'
 import { createHintHub } from './ws/hint-hub.js'
 import { HINTS_ROUTE, hintsSocket } from './ws/hints-socket.js'
 import { pingIntervalMs } from './ws/ping-wheel.js'
-import { createSessionOwners } from './ws/session-owners.js'
+import { createSessionOwners } from './chat/session-owners.js'
 import { createSocketRegistry, type SocketRegistry } from './ws/socket-registry.js'
 import type { UpgradeDeps } from './ws/upgrade.js'
+
+/** Each pending-request cap under its name in tether_limits_refused_total. */
+const CAP_LIMITS = { total_cap: 'pending_total', session_cap: 'pending_session', user_cap: 'pending_user' } as const
 
 export interface TetherDeps {
   log?: Logger
@@ -96,13 +104,18 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     return last
   }
 
+  async function startBroker (): Promise<EmbeddedBroker> {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o755 })
+    const { credentials, file } = loadBrokerCredentials(config.dataDir)
+    log.info({ credentials_file: file }, `embedded MQTT broker accounts (${BROKER_USERS.gateway}, ${BROKER_USERS.worker}) are in ${file}`)
+    return await startEmbeddedBroker({ port: config.embeddedMqttPort, log, credentials, topicPrefix: config.mqttTopicPrefix })
+  }
+
   async function start (): Promise<void> {
     if (running !== null) return
     const startedAt = clock.now()
-    const broker = config.mqttUrl === undefined
-      ? await startEmbeddedBroker({ port: config.embeddedMqttPort, log })
-      : null
-    const url = config.mqttUrl ?? (broker as EmbeddedBroker).url
+    const broker = config.mqttUrl === undefined ? await startBroker() : null
+    const url = config.mqttUrl ?? (broker as EmbeddedBroker).gatewayUrl
     const metrics = createMetrics()
     const database = await openDatabase({
       url: config.databaseUrl,
@@ -132,7 +145,15 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       clock
     })
     const limiter = createRateLimiter({ capacity: config.loginMaxFailures, clock })
-    const passwords = createPasswords(workers, { timeoutMs: config.workerTaskTimeoutMs })
+    const registrations = createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock })
+    const creations = createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock })
+    // Registrations may fill half of the thread queue at most: logins keep the other half.
+    const passwords = createPasswords(workers, {
+      timeoutMs: config.workerTaskTimeoutMs,
+      cost: config.passwordHashCost,
+      maxHashing: Math.max(1, Math.floor(config.workerMaxQueue / 2)),
+      onHashRefused: () => { metrics.limitRefused('register_share') }
+    })
     // Routes that need the schema wait for it: before the first successful migration they
     // answer 503 db_unavailable instead of failing on a missing table.
     // While the database is known to be down, fail fast (the probe notices its return)
@@ -147,6 +168,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const registry = createPendingRegistry({
       maxPending: config.maxPending,
       maxPendingPerSession: config.maxPendingPerSession,
+      maxPendingPerUser: config.maxPendingPerUser,
       clock,
       onSettled: metrics.chatSettled,
       onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
@@ -165,20 +187,22 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       clock,
       log,
       ...(deps.random !== undefined ? { random: deps.random } : {}),
-      inFlightSince: registry.inFlightSince
+      inFlightSince: registry.inFlightSince,
+      onHandlerError: () => { metrics.handlerError('mqtt_message') }
     })
     link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
     link.events.on('attempt', metrics.connectAttempt)
     const chat = createChatService({
       link, registry, topics, clock, log,
       chatTimeoutMs: config.chatTimeoutMs,
-      onReplyDropped: metrics.replyDropped
+      onReplyDropped: metrics.replyDropped,
+      onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) }
     })
     const lag = createLagMonitor({ clock, onSample: metrics.loopDelaySample })
     const sockets = createSocketRegistry({ clock, maxBackpressure: config.wsMaxBackpressure, pingIntervalMs: pingIntervalMs(config.wsIdleTimeoutS) })
     // The hub fans out through the uWS app, which exists only once the server is built below.
     let fanOut: (topic: string, message: string) => void = () => {}
-    const hub = createHintHub({ link, topics, clock, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished })
+    const hub = createHintHub({ link, topics, clock, maxBytes: config.hintMaxBytes, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished, onDropped: metrics.hintDropped })
     metrics.setSources({
       lagP99Seconds: () => lag.p99Ms() / 1000,
       wsConnections: (endpoint) => sockets.count(endpoint),
@@ -218,26 +242,33 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
         pool: database.stats()
       })
     }
-    const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, trustProxy: config.trustProxy }
+    const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, clientAddress: createClientAddress(config.trustProxy) }
     if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')
-    const authDeps = { ...routeDeps, accounts, passwords, limiter }
+    const authDeps = { ...routeDeps, accounts, passwords, limiter, registrations, onLimited: metrics.limitRefused }
     const owners = createSessionOwners()
-    const sessionDeps = { ...routeDeps, chats, owners }
-    const persistence = config.chatMode === 'relay' ? relayChats : storedChats(chats, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(workers, { maxTokens: config.historyMaxTokens, log }))
+    const sessionDeps = { ...routeDeps, chats, owners, creations, onLimited: metrics.limitRefused }
+    const persistence = config.chatMode === 'relay' ? relayChats : storedChats(chats, owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(workers, { maxTokens: config.historyMaxTokens, log }))
     // Spread into both chat transports, whose deps reach runChat whole (no thread hop without filters).
     const screening = config.contentFilters.length === 0 ? {} : { screen: createContentScreen(workers, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) }
     const retryAfterS = (): number => Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000))
     const upgradeDeps = (endpoint: 'hints' | 'chat'): UpgradeDeps => ({
-      hooks, log, tokens, requiresAuth: persistence.requiresAuth, onRefused: (status) => { metrics.wsRefused(endpoint, status) }
+      hooks,
+      log,
+      tokens,
+      requiresAuth: persistence.requiresAuth,
+      onRefused: (status) => { metrics.wsRefused(endpoint, status) },
+      perUser: { count: sockets.countForUser, max: config.wsMaxPerUser, onLimited: () => { metrics.limitRefused('ws_user') } }
     })
     const wsLimits = { idleTimeoutS: config.wsIdleTimeoutS, maxPayloadBytes: config.wsMaxPayloadBytes, maxBackpressure: config.wsMaxBackpressure }
     const http = createHttpServer({
       hooks,
       preflightHeaders: cors.preflight,
       log,
+      onSocketHandlerError: metrics.handlerError,
       sockets: [
         {
           pattern: HINTS_ROUTE,
+          onThrow: (ws) => { sockets.close(ws, 'internal_error') },
           behavior: hintsSocket({
             ...wsLimits,
             upgrade: upgradeDeps('hints'),
@@ -254,6 +285,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
         },
         {
           pattern: CHAT_WS_ROUTE,
+          onThrow: (ws) => { sockets.close(ws, 'internal_error') },
           behavior: chatSocket({
             ...wsLimits,
             upgrade: upgradeDeps('chat'),
@@ -268,7 +300,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
         {
           method: 'post',
           path: CHAT_ROUTE,
-          handler: chatMessagesHandler({ ...routeDeps, chat, persistence, retryAfterS, ...screening })
+          handler: chatMessagesHandler({ ...routeDeps, chat, persistence, retryAfterS, ...screening, sse: { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer } })
         },
         { method: 'post', path: '/api/auth/register', handler: registerHandler(authDeps) },
         { method: 'post', path: '/api/auth/login', handler: loginHandler(authDeps) },
@@ -277,7 +309,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
         { method: 'get', path: '/api/chatbot/sessions', handler: listSessionsHandler(sessionDeps) },
         { method: 'get', path: '/api/chatbot/sessions/:id/messages', handler: sessionMessagesHandler(sessionDeps) },
         { method: 'get', path: '/api/health', handler: healthHandler(hooks, sources) },
-        { method: 'get', path: '/api/health/mqtt', handler: mqttHealthHandler(hooks, sources) },
+        { method: 'get', path: '/api/health/mqtt', handler: mqttHealthHandler(hooks, sources, { tokens, owners }) },
         { method: 'get', path: '/livez', handler: livezHandler(hooks) },
         { method: 'get', path: '/readyz', handler: readyzHandler(hooks, sources) },
         { method: 'get', path: '/metrics', handler: metricsHandler(hooks, metrics.registry, log) },
@@ -305,7 +337,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     chat.start()
     link.start()
     const demo = config.demoWorker
-      ? startDemoResponder({ url, topics, clientId: `${config.instanceId}-demo`, log })
+      ? startDemoResponder({ url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, log })
       : null
     let port: number
     try {
@@ -323,7 +355,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     }
     running = { watchdog, sockets, database, workers, broker, metrics, registry, link, chat, demo, http, lag, port, url }
     last = running
-    log.info({ port, host: config.host, mqtt: url, instance_id: config.instanceId, demo_responder: demo !== null }, `tether listening on http://${config.host}:${port}`)
+    log.info({ port, host: config.host, mqtt: redactUrl(url), instance_id: config.instanceId, demo_responder: demo !== null }, `tether listening on http://${config.host}:${port}`)
   }
 
   async function shutdown (): Promise<void> {

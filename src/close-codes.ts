@@ -9,6 +9,8 @@ export const CLOSE_CODES = {
   unsupported_data: { code: 1003, reconnect: false, reason: 'binary frames are not supported' },
   /** RFC 6455: a frame over WS_MAX_PAYLOAD_BYTES (uWebSockets.js closes these itself). */
   message_too_big: { code: 1009, reconnect: false, reason: 'frame too large' },
+  /** RFC 6455: the server failed handling this socket's input (a bug; it is logged and counted). */
+  internal_error: { code: 1011, reconnect: true, reason: 'internal error; reconnect' },
   shutting_down: { code: 4000, reconnect: true, reason: 'server shutting down; reconnect' },
   slow_consumer: { code: 4001, reconnect: true, reason: 'too slow reading; reconnect' },
   token_expired: { code: 4002, reconnect: true, reason: 'token expired; log in and reconnect' },

@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
+import { isAddressOrNetwork, LOOPBACK_PROXIES } from './http/client-address.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
@@ -20,6 +21,20 @@ export interface Config {
   readonly chatTimeoutMs: number
   readonly maxPending: number
   readonly maxPendingPerSession: number
+  /** Chats in flight per user, all sessions and sockets together (fair share). */
+  readonly maxPendingPerUser: number
+  /** Sessions one user may create per minute (a token bucket of this size, refilled per minute). */
+  readonly sessionCreatePerMinute: number
+  /** Open WebSockets per user, both endpoints together. */
+  readonly wsMaxPerUser: number
+  /** Registrations per client address per hour. */
+  readonly registerPerAddressPerHour: number
+  /** scrypt cost as log2(N) for new password hashes. */
+  readonly passwordHashCost: number
+  /** Largest hint payload passed on to sockets; larger hints are dropped and counted. */
+  readonly hintMaxBytes: number
+  /** Bytes an event-stream response may have buffered for a slow reader before it is ended. */
+  readonly sseMaxBackpressure: number
   readonly maxBodyBytes: number
   readonly mqttKeepaliveS: number
   readonly mqttStaleAfterMs: number
@@ -60,8 +75,11 @@ export interface Config {
   readonly workerTaskTimeoutMs: number
   /** Benchmarking only: worker tasks run on the event loop (no threads); refused in production. */
   readonly workerInline: boolean
-  /** Take the client address from X-Real-IP (set by our nginx config) instead of the socket. */
-  readonly trustProxy: boolean
+  /**
+   * Proxies (addresses or networks) whose X-Real-IP names the client; empty: none, the socket
+   * peer is the client.
+   */
+  readonly trustProxy: readonly string[]
   readonly watchdogStallMs: number
   /** End the process on a stall (default: on in production). */
   readonly watchdogExit: boolean
@@ -141,10 +159,25 @@ function topicPrefix (raw: string): string | { problem: string } {
 
 function mqttUrl (raw: string): string | { problem: string } {
   let u: URL
-  try { u = new URL(raw) } catch { return problem(`is not a URL: "${raw}"`) }
+  // The value may hold a password: the problem never quotes it (it is printed and logged).
+  try { u = new URL(raw) } catch { return problem('is not a URL (mqtt://[user:password@]host:port)') }
   if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') return problem(`must use mqtt:// (got ${u.protocol}//)`)
   if (u.hostname === '') return problem('has no host')
   return raw
+}
+
+/**
+ * TRUST_PROXY: off (0/false/empty), 1/true for a proxy on this host (loopback), or a comma list
+ * of the proxies' addresses and networks ("10.0.0.5, 10.1.0.0/16").
+ */
+export function parseTrustProxy (raw: string): readonly string[] | { problem: string } {
+  const v = raw.trim().toLowerCase()
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return Object.freeze([])
+  if (['1', 'true', 'yes', 'on'].includes(v)) return LOOPBACK_PROXIES
+  const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '')
+  const bad = entries.find((e) => !isAddressOrNetwork(e))
+  if (bad !== undefined) return problem(`must be 0, 1 (a proxy on this host) or a comma list of proxy addresses or networks (a.b.c.d[/n], IPv6[/n]); "${bad}" is none of these`)
+  return Object.freeze(entries)
 }
 
 function bool (raw: string): boolean | { problem: string } {
@@ -267,6 +300,8 @@ export const SETTINGS = [
   s({ env: 'CHAT_TIMEOUT_MS', key: 'chatTimeoutMs', fallback: 90_000, example: '90000', parse: int(100, 3_600_000), doc: 'Deadline of a chat request; 504 llm_timeout when it passes.' }),
   s({ env: 'MAX_PENDING', key: 'maxPending', fallback: 10_000, example: '10000', parse: int(1, 1_000_000), doc: 'Chats in flight at once; more get 429.' }),
   s({ env: 'MAX_PENDING_PER_SESSION', key: 'maxPendingPerSession', fallback: 4, example: '4', parse: int(1, 10_000), doc: 'Chats in flight per session; more get 429.' }),
+  s({ env: 'MAX_PENDING_PER_USER', key: 'maxPendingPerUser', fallback: 16, example: '16', parse: int(1, 1_000_000), doc: 'Chats in flight per user, over all their sessions and sockets; more get 429 too_many_requests. Fair share: no account can take the slots of MAX_PENDING (relay mode: per session id).' }),
+  s({ env: 'SESSION_CREATE_PER_MINUTE', key: 'sessionCreatePerMinute', fallback: 30, example: '30', parse: int(1, 1_000_000), doc: 'Sessions one user may create in a burst, refilled at this many per minute; more get 429 too_many_requests with Retry-After.' }),
   s({ env: 'MAX_BODY_BYTES', key: 'maxBodyBytes', fallback: 65_536, example: '65536', parse: int(64, 16 * 1024 * 1024), doc: 'Largest request body; larger is 413.' }),
   s({ env: 'MQTT_KEEPALIVE_S', key: 'mqttKeepaliveS', fallback: 15, example: '15', parse: int(1, 3600), doc: 'MQTT keepalive, and the idle period after which the link is probed.' }),
   s({ env: 'MQTT_STALE_AFTER_MS', key: 'mqttStaleAfterMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'With requests in flight, silence this long makes the link suspect (probe).' }),
@@ -298,7 +333,7 @@ export const SETTINGS = [
   s({ env: 'WORKER_NICE', key: 'workerNice', fallback: 10, example: '10', parse: int(0, 19), doc: 'How much lower the worker threads\' CPU priority is than the event loop\'s (nice(2) units, per thread on Linux; 0: the same), so that on a busy machine password hashing waits for the loop rather than the loop for it.' }),
   s({ env: 'WORKER_MAX_QUEUE', key: 'workerMaxQueue', fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Tasks waiting for a worker thread; more get 503 overloaded at once (a long queue only lets tasks wait until their deadline kills them).' }),
   s({ env: 'CHAT_MODE', key: 'chatMode', fallback: 'persistent', example: 'persistent', parse: chatMode, doc: '"persistent": chats need a token and an owned session and are stored. "relay": no token, any well-formed session id, nothing stored (for trusted networks that keep history elsewhere, and for measuring what persistence costs).' }),
-  s({ env: 'TRUST_PROXY', key: 'trustProxy', fallback: false, example: '1', parse: bool, doc: 'Behind a reverse proxy: the client address (for the per-address login limit) is X-Real-IP, not the socket peer. Only with a proxy that sets it.' }),
+  s({ env: 'TRUST_PROXY', key: 'trustProxy', fallback: Object.freeze([]) as readonly string[], example: '127.0.0.1,10.0.0.0/8', parse: parseTrustProxy, doc: 'Reverse proxies whose X-Real-IP header names the client (for the per-address limits): a comma list of addresses and networks, or 1 for a proxy on this host (loopback). The header is believed only from those peers and only when it holds one valid address. Off by default.' }),
   s({ env: 'WATCHDOG_STALL_MS', key: 'watchdogStallMs', fallback: 5000, example: '5000', parse: int(100, 600_000), doc: 'An event loop blocked this long is reported by the watchdog thread (and the process ended if WATCHDOG_EXIT).' }),
   s({ env: 'WATCHDOG_EXIT', key: 'watchdogExit', fallback: false, example: '1', parse: bool, doc: 'End the process (SIGUSR2, exit status 140) when the loop stalls, so the supervisor restarts it. Default: on with NODE_ENV=production, off otherwise.' }),
   s({ env: 'EVENT_LOOP_LAG_DEGRADED_MS', key: 'lagDegradedMs', fallback: 200, example: '200', parse: int(1, 600_000), doc: 'Event-loop delay p99 (30 s window) above this makes health degraded.' }),
@@ -308,6 +343,11 @@ export const SETTINGS = [
   s({ env: 'WS_MAX_BACKPRESSURE', key: 'wsMaxBackpressure', fallback: 262_144, example: '262144', parse: int(1024, 64 * 1024 * 1024), doc: 'Bytes buffered for one slow socket before it is closed with 4001 (slow consumer).' }),
   s({ env: 'WS_MAX_PAYLOAD_BYTES', key: 'wsMaxPayloadBytes', fallback: 16_384, example: '16384', parse: int(128, 16 * 1024 * 1024), doc: 'Largest frame a client may send; larger closes the socket with 1009.' }),
   s({ env: 'WS_STATE_RATE_PER_S', key: 'wsStatePerSecond', fallback: 10, example: '10', parse: int(1, 100_000), doc: 'State frames per second per hints socket (sustained).' }),
+  s({ env: 'WS_MAX_PER_USER', key: 'wsMaxPerUser', fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Open WebSockets per user, hints and chat together; the upgrade past it is refused with 429 too_many_requests.' }),
+  s({ env: 'REGISTER_PER_ADDRESS_PER_HOUR', key: 'registerPerAddressPerHour', fallback: 30, example: '30', parse: int(1, 1_000_000), doc: 'Registrations from one client address in a burst, refilled at this many per hour; more get 429 rate_limited with Retry-After (see TRUST_PROXY for the address).' }),
+  s({ env: 'PASSWORD_HASH_COST', key: 'passwordHashCost', fallback: 17, example: '17', parse: int(10, 18), doc: 'scrypt cost of new password hashes as log2(N), with r=8, p=1: 17 (N=2^17, 128 MiB and about 0.3 s of a thread per hash) is OWASP\'s floor. Lower only for tests. Existing hashes keep their own cost.' }),
+  s({ env: 'HINT_MAX_BYTES', key: 'hintMaxBytes', fallback: 65_536, example: '65536', parse: int(16, 16 * 1024 * 1024), doc: 'Largest hint payload passed on to WebSockets; larger hints are dropped and counted (tether_hints_dropped_total).' }),
+  s({ env: 'SSE_MAX_BACKPRESSURE', key: 'sseMaxBackpressure', fallback: 262_144, example: '262144', parse: int(1024, 64 * 1024 * 1024), doc: 'Bytes a server-sent-events answer may have waiting for a slow reader; past it the stream is ended and the chat cancelled, as a WebSocket past WS_MAX_BACKPRESSURE is closed.' }),
   s({ env: 'WS_STATE_BURST', key: 'wsStateBurst', fallback: 20, example: '20', parse: int(1, 100_000), doc: 'State frames a hints socket may send at once before the rate applies.' }),
   s({ env: 'WORKER_TASK_TIMEOUT_MS', key: 'workerTaskTimeoutMs', fallback: 5000, example: '5000', parse: int(10, 600_000), doc: 'Deadline of one worker-thread task; the thread is replaced when it passes.' }),
   s({ env: 'WORKER_INLINE', key: 'workerInline', fallback: false, example: '0', parse: bool, doc: 'Benchmarking only: run the worker tasks (password hashing, token counting, content filters) on the event loop instead of worker threads, with no deadline, to show what the pool prevents (npm run bench:loop). Refused with NODE_ENV=production.' }),
@@ -318,7 +358,7 @@ export const SETTINGS = [
 /** Env names that look like ours but are not read: most likely typos. */
 export function unknownVariables (env: Readonly<Record<string, string | undefined>>): string[] {
   const known = new Set<string>(SETTINGS.map((x) => x.env))
-  const ours = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|WS|CONTENT)_/
+  const ours = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|WS|CONTENT|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST)_/
   return Object.keys(env).filter((k) => ours.test(k) && !known.has(k) && !k.startsWith('MQTT_TEST'))
 }
 

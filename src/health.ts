@@ -9,7 +9,7 @@ export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
 
 /** A link down this long (or givingUp) makes the service unhealthy: 503 for load balancers. */
 export const LINK_DOWN_UNHEALTHY_MS = 30_000
-/** /api/health/mqtt lists at most this many sessions in pending_requests.by_session. */
+/** /api/health/mqtt lists at most this many of the caller's sessions in pending_requests.by_session. */
 export const BY_SESSION_LIMIT = 100
 
 export interface LinkView {
@@ -121,10 +121,19 @@ export function computeHealth (src: HealthSources): HealthReport {
   }
 }
 
-export function computeMqttHealth (src: HealthSources): Record<string, unknown> {
+/**
+ * The /api/health/mqtt body. The endpoint is public, and a session id is a credential in relay
+ * mode (it opens that session's hints socket), so `by_session` lists only the sessions that
+ * `visible` admits — the caller's own, when it sent a token — and counts stand in for the rest.
+ */
+export function computeMqttHealth (src: HealthSources, visible: (sessionId: string) => boolean = () => false): Record<string, unknown> {
   const now = src.now()
   const { link } = src
-  const bySession = Object.entries(src.pendingBySession())
+  const all = Object.entries(src.pendingBySession())
+  let most = 0
+  for (const [, n] of all) if (n > most) most = n
+  const bySession = all
+    .filter(([sessionId]) => visible(sessionId))
     .sort((a, b) => b[1] - a[1])
     .slice(0, BY_SESSION_LIMIT)
   return {
@@ -133,7 +142,7 @@ export function computeMqttHealth (src: HealthSources): Record<string, unknown> 
     client_id: link.clientId,
     last_activity: { timestamp: new Date(link.lastActivityAt).toISOString(), seconds_ago: secondsSince(now, link.lastActivityAt) },
     reconnection: { attempts: link.attempts, max_attempts: link.maxAttempts, next_attempt_in_ms: link.nextAttemptInMs() },
-    pending_requests: { total: src.pendingTotal(), by_session: Object.fromEntries(bySession) },
+    pending_requests: { total: src.pendingTotal(), sessions: all.length, max_per_session: most, by_session: Object.fromEntries(bySession) },
     subscribers: src.subscribers(),
     recent_transitions: link.recentTransitions().map((t) => ({ from: t.from, to: t.to, at: new Date(t.at).toISOString(), reason: t.reason }))
   }

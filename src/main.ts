@@ -58,7 +58,9 @@ async function main (): Promise<void> {
   try {
     await tether.start()
   } catch (err) {
-    log.fatal({ err: (err as Error).message }, 'start-up failed')
+    // Whatever was thrown (some libraries reject with undefined): one line that says why.
+    const reason = err instanceof Error ? err.message : `non-error rejection: ${String(err)}`
+    log.fatal({ err: err instanceof Error ? err.stack : String(err) }, `start-up failed: ${reason}`)
     process.exit(1)
   }
 }

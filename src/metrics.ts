@@ -37,11 +37,22 @@ export interface Metrics {
   wsRefused: (endpoint: 'hints' | 'chat', status: number) => void
   wsFrameRejected: (endpoint: 'hints' | 'chat', reason: string) => void
   hintPublished: () => void
+  hintDropped: (reason: 'too_large' | 'too_deep') => void
+  /** A handler of peer input threw and was caught (a bug to fix; the process stayed up). */
+  handlerError: (handler: HandlerName) => void
+  /** A fair-share or abuse limit refused something. */
+  limitRefused: (limit: LimitName) => void
+  sseSlowConsumer: () => void
   statePublished: () => void
   watchdogStall: (stallMs: number) => void
   /** The largest event-loop delay of the last sampling interval, in seconds. */
   loopDelaySample: (seconds: number) => void
 }
+
+export const HANDLER_NAMES = ['ws_upgrade', 'ws_open', 'ws_message', 'ws_drain', 'ws_close', 'mqtt_message'] as const
+export type HandlerName = typeof HANDLER_NAMES[number]
+export const LIMIT_NAMES = ['pending_total', 'pending_session', 'pending_user', 'session_create', 'ws_user', 'register_address', 'register_share'] as const
+export type LimitName = typeof LIMIT_NAMES[number]
 
 /** Outcome label values: bounded, and the same words docs/metrics.md uses. */
 export function outcomeLabel (s: Settlement): string {
@@ -196,6 +207,12 @@ export function createMetrics (): Metrics {
     registers: [registry]
   })
   const hints = new Counter({ name: 'tether_ws_hints_published_total', help: 'Hints received from MQTT and published to their session\'s sockets (one per hint, not per socket).', registers: [registry] })
+  const hintDrops = new Counter({ name: 'tether_ws_hints_dropped_total', help: 'Hints not passed on to sockets, by reason: too_large (over HINT_MAX_BYTES), too_deep (JSON nested deeper than 64 levels).', labelNames: ['reason'], registers: [registry] })
+  const handlerErrors = new Counter({ name: 'tether_handler_errors_total', help: 'Handlers of peer input (WebSocket upgrade/open/message/drain/close, MQTT message) that threw; caught, logged, and the socket or message dropped. Any is a bug.', labelNames: ['handler'], registers: [registry] })
+  for (const handler of HANDLER_NAMES) handlerErrors.inc({ handler }, 0)
+  const limitRefusals = new Counter({ name: 'tether_limits_refused_total', help: 'Requests refused by a fair-share or abuse limit, by limit: pending_total, pending_session, pending_user, session_create, ws_user, register_address, register_share.', labelNames: ['limit'], registers: [registry] })
+  for (const limit of LIMIT_NAMES) limitRefusals.inc({ limit }, 0)
+  const sseSlow = new Counter({ name: 'tether_sse_slow_consumers_total', help: 'Server-sent-event answers ended because the reader fell SSE_MAX_BACKPRESSURE bytes behind (the chat is cancelled).', registers: [registry] })
   const states = new Counter({ name: 'tether_ws_state_published_total', help: 'State frames published to MQTT.', registers: [registry] })
 
   const stalls = new Counter({ name: 'tether_watchdog_stalls_total', help: 'Event-loop stalls past WATCHDOG_STALL_MS that the loop came back from (with WATCHDOG_EXIT on, the process ends instead).', registers: [registry] })
@@ -222,6 +239,10 @@ export function createMetrics (): Metrics {
     wsRefused (endpoint, status) { wsRefusals.inc({ endpoint, status: String(status) }) },
     wsFrameRejected (endpoint, reason) { wsRejected.inc({ endpoint, reason }) },
     hintPublished () { hints.inc() },
+    hintDropped (reason) { hintDrops.inc({ reason }) },
+    handlerError (handler) { handlerErrors.inc({ handler }) },
+    limitRefused (limit) { limitRefusals.inc({ limit }) },
+    sseSlowConsumer () { sseSlow.inc() },
     statePublished () { states.inc() },
     dbAcquired (seconds) { acquire.observe(seconds) },
     registry,

@@ -14,8 +14,11 @@ export interface VerifyPasswordInput {
 const MAX_N = 2 ** 20
 const MAX_R = 32
 const MAX_P = 16
-/** scrypt needs 128 * N * r bytes; Node refuses above `maxmem` (32 MiB by default). */
-const MAX_MEM_BYTES = 128 * 2 ** 20
+/**
+ * scrypt needs 128 * N * r bytes; Node refuses above `maxmem` (32 MiB by default). 288 MiB
+ * takes the highest PASSWORD_HASH_COST (2^18 with r = 8: 256 MiB) with room to spare.
+ */
+const MAX_MEM_BYTES = 288 * 2 ** 20
 const MIN_KEY_BYTES = 16
 const MAX_KEY_BYTES = 64
 

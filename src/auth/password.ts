@@ -3,21 +3,39 @@
  * worker threads, not event-loop time. The scrypt work itself is in
  * workers/hash-password.worker.ts and workers/verify-password.worker.ts.
  */
-import type { WorkerPool } from '../workers/worker-pool.js'
+import { randomBytes } from 'node:crypto'
+import { DEFAULT_COST } from '../../workers/hash-password.worker.js'
+import { WorkerPoolError, type WorkerPool } from '../workers/worker-pool.js'
 
 export interface Passwords {
   /** A self-describing scrypt hash (`scrypt$N$r$p$salt$key`) with a fresh random salt. */
   hash (password: string): Promise<string>
   /** False for a wrong password and for a hash that is not in our format. */
   verify (password: string, hash: string): Promise<boolean>
+  /**
+   * A well-formed hash at the cost of new hashes that no password matches (its key is random):
+   * a login for an unknown username verifies against it, so it takes as long as a wrong
+   * password and the response time does not tell which usernames exist.
+   */
+  readonly decoy: string
 }
 
 export interface PasswordsOptions {
   /**
-   * Deadline per hash or check, queueing included. One scrypt at N=2^14 takes tens of ms;
+   * Deadline per hash or check, queueing included. One scrypt at N=2^17 takes about 0.3 s;
    * 5 s means the pool is badly backed up, and the route answers 503 rather than hang.
    */
   timeoutMs?: number
+  /** log2(N) of new hashes (PASSWORD_HASH_COST); the worker's default when absent. */
+  cost?: number
+  /**
+   * Hashes (registrations) allowed in the pool at once, queue included. Logins verify
+   * through the same pool; a flood of registrations must leave them room, so hashing gets
+   * only this share of it and is refused with 503 overloaded past it. Unlimited when absent.
+   */
+  maxHashing?: number
+  /** A hash was refused for want of its share, for the metrics. */
+  onHashRefused?: () => void
 }
 
 export const DEFAULT_PASSWORD_TIMEOUT_MS = 5_000
@@ -28,8 +46,23 @@ export const DEFAULT_PASSWORD_TIMEOUT_MS = 5_000
  */
 export function createPasswords (pool: Pick<WorkerPool, 'run'>, options: PasswordsOptions = {}): Passwords {
   const timeoutMs = options.timeoutMs ?? DEFAULT_PASSWORD_TIMEOUT_MS
+  const n = 2 ** (options.cost ?? DEFAULT_COST)
+  const maxHashing = options.maxHashing ?? Number.POSITIVE_INFINITY
+  let hashing = 0
   return {
-    hash: (password) => pool.run<string>('hash-password', { password }, { timeoutMs }),
+    decoy: `scrypt$${n}$8$1$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`,
+    async hash (password) {
+      if (hashing >= maxHashing) {
+        options.onHashRefused?.()
+        throw new WorkerPoolError('overloaded', 'Too many registrations at once; retry later.', 1)
+      }
+      hashing++
+      try {
+        return await pool.run<string>('hash-password', { password, ...(options.cost !== undefined ? { cost: options.cost } : {}) }, { timeoutMs })
+      } finally {
+        hashing--
+      }
+    },
     verify: (password, hash) => pool.run<boolean>('verify-password', { password, hash }, { timeoutMs })
   }
 }

@@ -9,18 +9,32 @@ import type { ChatStore } from '../db/chat-store.js'
 import { trimHistory } from '../db/chat-store.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import type { HistoryTrimmer } from './history-trimmer.js'
+import type { SessionOwners } from './session-owners.js'
 
 export interface ChatPersistence {
   readonly requiresAuth: boolean
+  /**
+   * Whether the user owns the session: synchronous when the owner is remembered (almost
+   * always), a database lookup otherwise. Asked before the chat holds a place under the caps.
+   */
+  owns: (userId: string, sessionId: string) => boolean | Promise<boolean>
   /** Stores the user's message; returns the earlier turns, or null if the session is not the user's. */
   begin: (userId: string, sessionId: string, content: string) => Promise<{ history: HistoryTurn[] } | null>
   /** Stores the reply; returns the id the client gets as message_id. */
   finish: (sessionId: string, content: string, requestId: string) => Promise<string>
 }
 
-export function storedChats (chats: () => ChatStore, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
+export function storedChats (chats: () => ChatStore, owners: SessionOwners, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
   return {
     requiresAuth: true,
+    owns (userId, sessionId) {
+      const known = owners.owns(userId, sessionId)
+      if (known !== undefined) return known
+      return chats().ownsSession(userId, sessionId).then((owned) => {
+        if (owned) owners.remember(sessionId, userId)
+        return owned
+      })
+    },
     async begin (userId, sessionId, content) {
       const begun = await chats().beginChat(userId, sessionId, content, historyMaxMessages)
       if (begun === null) return null
@@ -35,6 +49,7 @@ const NO_HISTORY = Promise.resolve({ history: [] as HistoryTurn[] })
 
 export const relayChats: ChatPersistence = {
   requiresAuth: false,
+  owns: () => true,
   begin: () => NO_HISTORY,
   finish: (_sessionId, _content, requestId) => Promise.resolve(requestId)
 }

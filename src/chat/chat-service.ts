@@ -9,7 +9,13 @@ import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import { encodeRequest, parseReply, type HistoryTurn } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
-import type { PendingCallbacks, PendingRegistry } from './pending-registry.js'
+import type { Admission, PendingCallbacks, PendingRegistry } from './pending-registry.js'
+
+const CAP_MESSAGES: Record<Exclude<Admission, 'ok'>, string> = {
+  total_cap: 'Too many chats in flight; retry later.',
+  session_cap: 'Too many chats in flight for this session; retry later.',
+  user_cap: 'Too many of your chats are in flight; wait for one to finish.'
+}
 
 export interface ChatInput {
   /** Unique per request: it names the request on the wire and in logs. */
@@ -32,6 +38,8 @@ export interface ChatServiceOptions {
   /** Seconds to suggest in Retry-After when a cap is hit. */
   capRetryAfterS?: number
   onReplyDropped?: (reason: ReplyDrop) => void
+  /** A chat was refused by a cap, for the metrics. */
+  onCapRefused?: (cap: Exclude<Admission, 'ok'>) => void
 }
 
 export interface ChatService {
@@ -42,13 +50,18 @@ export interface ChatService {
    * publishing; otherwise holds the session's place under the caps until submit() or the
    * returned release function (for a chat that ends before it is submitted).
    */
-  reserve: (sessionId: string) => () => void
+  reserve: (sessionId: string, userId: string) => () => void
+  /** Throws the TetherError a chat gets now regardless of caps (shutting down, link down). */
+  checkOpen: () => void
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
   cancel: (requestId: string) => void
   /** New chats get 503 shutting_down from now on. */
   refuseNew: () => void
 }
+
+/** Characters of a worker's error text kept in the log line. */
+const MAX_LOGGED_WORKER_ERROR = 500
 
 export function createChatService (options: ChatServiceOptions): ChatService {
   const { link, registry, topics, clock, log } = options
@@ -60,6 +73,10 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       log.debug({ bytes: payload.length }, 'dropped malformed reply')
       options.onReplyDropped?.('malformed')
       return
+    }
+    if (parsed.reply.type === 'error') {
+      // The detail is for operators only; the client gets llm_error's catalogue message.
+      log.warn({ request_id: parsed.reply.request_id, worker_error: parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR) }, 'worker reported an error')
     }
     const delivery = registry.deliver(parsed.reply)
     if (delivery !== 'delivered') {
@@ -74,11 +91,9 @@ export function createChatService (options: ChatServiceOptions): ChatService {
     if (failed > 0) log.warn({ failed }, 'mqtt link lost: in-flight chats answered 503')
   }
 
-  function refuseFor (admission: 'total_cap' | 'session_cap'): TetherError {
-    const message = admission === 'session_cap'
-      ? 'Too many chats in flight for this session; retry later.'
-      : 'Too many chats in flight; retry later.'
-    return new TetherError('too_many_requests', message, options.capRetryAfterS ?? 1)
+  function refuseFor (admission: Exclude<Admission, 'ok'>): TetherError {
+    options.onCapRefused?.(admission)
+    return new TetherError('too_many_requests', CAP_MESSAGES[admission], options.capRetryAfterS ?? 1)
   }
 
   function checkOpen (): void {
@@ -97,9 +112,10 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       link.events.off('down', onLinkDown)
       link.unsubscribe(topics.replyTo)
     },
-    reserve (sessionId) {
+    checkOpen,
+    reserve (sessionId, userId) {
       checkOpen()
-      const held = registry.reserve(sessionId)
+      const held = registry.reserve(sessionId, userId)
       if (typeof held !== 'function') throw refuseFor(held)
       return held
     },
@@ -107,7 +123,7 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       // The reservation is given back first: the checks below then count this chat once.
       reservation?.()
       checkOpen()
-      const admission = registry.admit(input.sessionId)
+      const admission = registry.admit(input.sessionId, input.userId)
       if (admission !== 'ok') throw refuseFor(admission)
       const { requestId } = input
       const wasIdle = registry.size === 0
@@ -126,7 +142,7 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       if (!link.publish(topics.chatRequest, payload, 1)) {
         throw new TetherError('llm_unavailable', undefined, Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000)))
       }
-      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks)
+      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
       if (wasIdle) link.wake()
       return requestId
     },

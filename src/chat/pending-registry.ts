@@ -30,12 +30,14 @@ export interface PendingCallbacks {
   onSettle: (settlement: Settlement) => void
 }
 
-export type Admission = 'ok' | 'total_cap' | 'session_cap'
+export type Admission = 'ok' | 'total_cap' | 'session_cap' | 'user_cap'
 export type Delivery = 'delivered' | 'unknown' | 'duplicate'
 
 export interface PendingRegistryOptions {
   maxPending: number
   maxPendingPerSession: number
+  /** Fair share: one user's chats in flight over all sessions (MAX_PENDING_PER_USER). */
+  maxPendingPerUser?: number
   clock: Clock
   /** Called after every settlement, for metrics and logs. */
   onSettled?: (settlement: Settlement) => void
@@ -48,21 +50,28 @@ export interface PendingRegistryOptions {
   onCallbackError?: (err: unknown, where: 'onChunk' | 'onSettle' | 'onSettled') => void
 }
 
+/**
+ * `userId` names whose share a chat counts against; absent, the session id stands in (relay
+ * mode has no users).
+ */
 export interface PendingRegistry {
-  admit: (sessionId: string) => Admission
+  admit: (sessionId: string, userId?: string) => Admission
   /**
    * Holds a place under the caps for a chat that will open once its message is stored (an
    * await away), so that concurrent chats cannot all pass the caps first. Released by
    * open() for that session or by the returned function (idempotent).
    */
-  reserve: (sessionId: string) => Exclude<Admission, 'ok'> | (() => void)
-  open: (requestId: string, sessionId: string, timeoutMs: number, callbacks: PendingCallbacks) => void
+  reserve: (sessionId: string, userId?: string) => Exclude<Admission, 'ok'> | (() => void)
+  open: (requestId: string, sessionId: string, timeoutMs: number, callbacks: PendingCallbacks, userId?: string) => void
   deliver: (reply: ReplyEnvelope) => Delivery
   cancel: (requestId: string) => boolean
   failAll: (cause: 'link_down' | 'shutdown') => number
   readonly size: number
   countForSession: (sessionId: string) => number
+  countForUser: (userId: string) => number
   bySession: () => Record<string, number>
+  /** Sessions with at least one chat in flight. */
+  sessionsInFlight: () => number
   /** When the oldest request in flight was opened (epoch ms), or null with none in flight. */
   inFlightSince: () => number | null
   /** Resolves once nothing is in flight. */
@@ -73,30 +82,42 @@ interface Entry {
   actor: Actor<typeof pendingRequestMachine>
   deadline: unknown
   sessionId: string
+  userId: string
   startedAt: number
   callbacks: PendingCallbacks
+}
+
+/** A count per key that forgets keys at zero, so idle sessions and users cost nothing. */
+function tally (): { get: (key: string) => number, add: (key: string) => void, remove: (key: string) => void, entries: () => Map<string, number> } {
+  const counts = new Map<string, number>()
+  return {
+    get: (key) => counts.get(key) ?? 0,
+    add (key) { counts.set(key, (counts.get(key) ?? 0) + 1) },
+    remove (key) {
+      const n = counts.get(key) ?? 0
+      if (n <= 1) counts.delete(key)
+      else counts.set(key, n - 1)
+    },
+    entries: () => counts
+  }
 }
 
 export function createPendingRegistry (options: PendingRegistryOptions): PendingRegistry {
   const { clock } = options
   // Insertion order is age order: the first entry is the oldest request in flight.
   const entries = new Map<string, Entry>()
-  const perSession = new Map<string, number>()
-  // Places held by reserve() and not yet opened or released, in total and per session.
-  const reservedBySession = new Map<string, number>()
+  const perSession = tally()
+  const perUser = tally()
+  // Places held by reserve() and not yet opened or released, in total, per session and per user.
+  const reservedBySession = tally()
+  const reservedByUser = tally()
   let reservedTotal = 0
+  const maxPerUser = options.maxPendingPerUser ?? Number.POSITIVE_INFINITY
 
-  function unreserve (sessionId: string): void {
-    const n = reservedBySession.get(sessionId) ?? 0
-    if (n <= 0) return
-    if (n === 1) reservedBySession.delete(sessionId)
-    else reservedBySession.set(sessionId, n - 1)
-    reservedTotal--
-  }
-
-  function admit (sessionId: string): Admission {
+  function admit (sessionId: string, userId = sessionId): Admission {
     if (entries.size + reservedTotal >= options.maxPending) return 'total_cap'
-    if ((perSession.get(sessionId) ?? 0) + (reservedBySession.get(sessionId) ?? 0) >= options.maxPendingPerSession) return 'session_cap'
+    if (perSession.get(sessionId) + reservedBySession.get(sessionId) >= options.maxPendingPerSession) return 'session_cap'
+    if (perUser.get(userId) + reservedByUser.get(userId) >= maxPerUser) return 'user_cap'
     return 'ok'
   }
   const recent = createRecentIds(options.recentCapacity ?? 10_000)
@@ -126,9 +147,8 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
     if (entry === undefined) return
     entries.delete(context.requestId)
     clock.clearTimeout(entry.deadline)
-    const left = (perSession.get(entry.sessionId) ?? 1) - 1
-    if (left <= 0) perSession.delete(entry.sessionId)
-    else perSession.set(entry.sessionId, left)
+    perSession.remove(entry.sessionId)
+    perUser.remove(entry.userId)
     recent.add(context.requestId)
     const settlement: Settlement = {
       requestId: context.requestId,
@@ -161,26 +181,30 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
 
   return {
     admit,
-    reserve (sessionId) {
-      const admission = admit(sessionId)
+    reserve (sessionId, userId = sessionId) {
+      const admission = admit(sessionId, userId)
       if (admission !== 'ok') return admission
-      reservedBySession.set(sessionId, (reservedBySession.get(sessionId) ?? 0) + 1)
+      reservedBySession.add(sessionId)
+      reservedByUser.add(userId)
       reservedTotal++
       let held = true
       return () => {
         if (!held) return
         held = false
-        unreserve(sessionId)
+        reservedBySession.remove(sessionId)
+        reservedByUser.remove(userId)
+        reservedTotal--
       }
     },
-    open (requestId, sessionId, timeoutMs, callbacks) {
+    open (requestId, sessionId, timeoutMs, callbacks, userId = sessionId) {
       // Replacing a live entry would orphan its actor, whose deadline would later settle the
       // wrong callbacks. Ids are generated per request, so this is a bug, never traffic.
       if (entries.has(requestId)) throw new Error(`request ${requestId} is already in flight`)
       const actor = createActor(machine, { parent: parent(), input: { requestId } })
       const deadline = clock.setTimeout(() => { actor.send({ type: 'DEADLINE' }) }, timeoutMs)
-      entries.set(requestId, { actor, deadline, sessionId, startedAt: clock.now(), callbacks })
-      perSession.set(sessionId, (perSession.get(sessionId) ?? 0) + 1)
+      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks })
+      perSession.add(sessionId)
+      perUser.add(userId)
       actor.start()
     },
     deliver (reply) {
@@ -206,8 +230,10 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       return actors.length
     },
     get size () { return entries.size },
-    countForSession: (sessionId) => perSession.get(sessionId) ?? 0,
-    bySession: () => Object.fromEntries(perSession),
+    countForSession: (sessionId) => perSession.get(sessionId),
+    countForUser: (userId) => perUser.get(userId),
+    bySession: () => Object.fromEntries(perSession.entries()),
+    sessionsInFlight: () => perSession.entries().size,
     inFlightSince () {
       const first = entries.values().next()
       return first.done === true ? null : first.value.startedAt

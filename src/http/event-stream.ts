@@ -13,13 +13,36 @@ export interface EventStream {
   end: (status: number) => void
 }
 
-export function openEventStream (hooks: ExchangeHooks, ex: Exchange): EventStream {
+export interface EventStreamLimits {
+  /**
+   * Bytes that may wait in uWS for a reader that does not keep up (SSE_MAX_BACKPRESSURE).
+   * Past it the connection is closed, which runs the exchange's abort handler (the chat is
+   * cancelled): a reader that stalls must not make the server hold a whole answer, as a
+   * WebSocket past WS_MAX_BACKPRESSURE is closed.
+   */
+  maxBackpressure: number
+  onSlowConsumer?: () => void
+}
+
+export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: EventStreamLimits): EventStream {
   let started = false
   let ended = false
+  // Bytes written since uWS last reported the socket writable, while it was not.
+  let backlog = 0
+  let waiting = false
+  const writable = (): boolean => { waiting = false; backlog = 0; return true }
+  /** Whether the reader is now too far behind. */
+  function tooFarBehind (written: boolean, bytes: number): boolean {
+    if (limits === undefined || (written && !waiting)) return false
+    backlog += bytes
+    if (!waiting) { waiting = true; ex.res.onWritable(writable) }
+    return backlog > limits.maxBackpressure
+  }
   return {
     get started () { return started },
     event (name, data) {
       if (ex.aborted || ended) return
+      let slow = false
       ex.res.cork(() => {
         if (!started) {
           started = true
@@ -28,10 +51,20 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange): EventStrea
           ex.res.writeHeader('cache-control', 'no-cache')
           ex.res.writeHeader('x-accel-buffering', 'no')
           ex.res.writeHeader('x-request-id', ex.requestId)
+          // uWS closes after the stream for such a request; the client is told up front
+          // (ending a streamed response with end('', true) would write the header mid-body).
+          if (ex.clientCloses || hooks.closing()) ex.res.writeHeader('connection', 'close')
           for (const [k, v] of hooks.corsHeaders(ex.origin)) ex.res.writeHeader(k, v)
         }
-        ex.res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+        const text = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`
+        slow = tooFarBehind(ex.res.write(text), text.length)
       })
+      if (slow) {
+        ended = true
+        limits?.onSlowConsumer?.()
+        // Outside the cork: closing runs the abort handler, which cancels the chat.
+        ex.res.close()
+      }
     },
     end (status) {
       if (ended) return

@@ -27,6 +27,12 @@ export interface Exchange {
   readonly origin: string
   aborted: boolean
   answered: boolean
+  /**
+   * The request said `Connection: close`. uWS closes such a connection after the response but
+   * does not say so; RFC 9112 9.6 asks the server to, and nginx with upstream keepalive would
+   * otherwise reuse the closed connection (502 "upstream prematurely closed connection").
+   */
+  readonly clientCloses: boolean
   /** Runs once if the client goes away before the answer. */
   onAbort: (() => void) | null
 }
@@ -37,6 +43,7 @@ export function openExchange (res: HttpResponse, req: HttpRequest, route: string
     route,
     requestId: newRequestId(),
     origin: req.getHeader('origin'),
+    clientCloses: /(^|,)\s*close\s*(,|$)/i.test(req.getHeader('connection')),
     aborted: false,
     answered: false,
     onAbort: null
@@ -61,7 +68,7 @@ export function send (
   if (ex.aborted || ex.answered) return
   ex.answered = true
   ex.onAbort = null
-  const close = closeConnection || hooks.closing()
+  const close = closeConnection || ex.clientCloses || hooks.closing()
   ex.res.cork(() => {
     ex.res.writeStatus(statusLine(status))
     if (!headers.some(([k]) => k === 'content-type')) ex.res.writeHeader('content-type', 'application/json; charset=utf-8')

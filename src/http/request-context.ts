@@ -10,6 +10,7 @@ import { TetherError } from '../errors.js'
 import { describeFailure } from '../failure.js'
 import type { Logger } from '../log.js'
 import { openExchange, sendError, sendJson, type Exchange, type ExchangeHooks } from './exchange.js'
+import type { ClientAddress } from './client-address.js'
 import { readBody } from './read-body.js'
 import { parseJsonObject } from './validate.js'
 
@@ -18,8 +19,8 @@ export interface RouteDeps {
   log: Logger
   tokens: Tokens
   maxBodyBytes: number
-  /** TRUST_PROXY: the client address is the proxy's X-Real-IP header. */
-  trustProxy?: boolean
+  /** The client's address from the socket peer and X-Real-IP (TRUST_PROXY decides which). */
+  clientAddress?: ClientAddress
 }
 
 export interface RequestContext {
@@ -66,8 +67,8 @@ export function jsonRoute (deps: RouteDeps, spec: JsonRouteSpec): (res: HttpResp
     for (let i = 0; i < (spec.params ?? 0); i++) params.push(req.getParameter(i) ?? '')
     const query = req.getQuery() ?? ''
     const authorization = req.getHeader('authorization')
-    const forwarded = deps.trustProxy === true ? req.getHeader('x-real-ip').trim() : ''
-    const remoteAddress = forwarded !== '' ? forwarded : Buffer.from(res.getRemoteAddressAsText()).toString()
+    const peer = Buffer.from(res.getRemoteAddressAsText()).toString()
+    const remoteAddress = deps.clientAddress === undefined ? peer : deps.clientAddress(peer, req.getHeader('x-real-ip'))
     let user: TokenClaims | null = null
     if (spec.auth) {
       const result = authenticate(deps.tokens, authorization)
@@ -87,11 +88,7 @@ export function jsonRoute (deps: RouteDeps, spec: JsonRouteSpec): (res: HttpResp
     }
     if (!spec.readsBody) { run({}); return }
     readBody(res, req.getHeader('content-length'), deps.maxBodyBytes, (result) => {
-      if (!result.ok) {
-        deps.log.info({ request_id: ex.requestId, route: spec.route, limit: deps.maxBodyBytes }, 'body too large')
-        sendError(deps.hooks, ex, 'payload_too_large', { message: `The body exceeds ${deps.maxBodyBytes} bytes.`, closeConnection: true })
-        return
-      }
+      if (!result.ok) { answerTooLarge(deps, ex, result.drained); return }
       const parsed = result.body.length === 0 && spec.emptyBodyOk === true ? { ok: true as const, value: {} } : parseJsonObject(result.body)
       if (!parsed.ok) {
         deps.log.info({ request_id: ex.requestId, route: spec.route, problem: parsed.message }, 'invalid request')
@@ -101,6 +98,15 @@ export function jsonRoute (deps: RouteDeps, spec: JsonRouteSpec): (res: HttpResp
       run(parsed.value)
     })
   }
+}
+
+/**
+ * 413 for a body over MAX_BODY_BYTES. The connection is closed only when the rest of the body
+ * could not be drained (read-body.ts): a drained one may carry the client's next request.
+ */
+export function answerTooLarge (deps: Pick<RouteDeps, 'hooks' | 'log' | 'maxBodyBytes'>, ex: Exchange, drained: boolean): void {
+  deps.log.info({ request_id: ex.requestId, route: ex.route, limit: deps.maxBodyBytes, drained }, 'body too large')
+  sendError(deps.hooks, ex, 'payload_too_large', { message: `The body exceeds ${deps.maxBodyBytes} bytes.`, closeConnection: !drained })
 }
 
 /** Throws the 400 for a failed field check. */

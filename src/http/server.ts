@@ -2,7 +2,7 @@
  * The uWebSockets.js app: the route table, the 404/405/OPTIONS fallback, and a guard that
  * turns a throwing handler into a 500 instead of a crashed process.
  */
-import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type WebSocketBehavior, type us_listen_socket } from 'uWebSockets.js'
+import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type WebSocket, type WebSocketBehavior, type us_listen_socket, type us_socket_context_t } from 'uWebSockets.js'
 import type { Logger } from '../log.js'
 import { openExchange, send, sendError, type Exchange, type ExchangeHooks } from './exchange.js'
 
@@ -28,6 +28,11 @@ export interface HttpServer {
 export interface SocketRoute {
   pattern: string
   behavior: WebSocketBehavior<any>
+  /**
+   * A handler of this socket threw (caught and logged here). The default ends the socket with
+   * 1011; the gateway closes it through its registry so the reason is counted.
+   */
+  onThrow?: (ws: WebSocket<any>, where: string) => void
 }
 
 export interface HttpServerOptions {
@@ -36,6 +41,8 @@ export interface HttpServerOptions {
   hooks: ExchangeHooks
   preflightHeaders: readonly (readonly [string, string])[]
   log: Logger
+  /** A WebSocket handler threw (it was caught), for the metrics. */
+  onSocketHandlerError?: (where: 'ws_upgrade' | 'ws_open' | 'ws_message' | 'ws_drain' | 'ws_close') => void
 }
 
 export function createHttpServer (options: HttpServerOptions): HttpServer {
@@ -43,7 +50,7 @@ export function createHttpServer (options: HttpServerOptions): HttpServer {
   const app: TemplatedApp = uWS.App()
   const allowed = new Map<string, Set<string>>()
 
-  for (const socket of options.sockets ?? []) app.ws(socket.pattern, socket.behavior)
+  for (const socket of options.sockets ?? []) app.ws(socket.pattern, guardedSocket(socket))
 
   for (const route of options.routes) {
     const methods = allowed.get(route.path) ?? new Set<string>()
@@ -88,8 +95,8 @@ export function createHttpServer (options: HttpServerOptions): HttpServer {
     })
   }))
 
-  function guarded (route: string, handler: Handler): Handler {
-    return (res, req) => {
+  function guarded<A extends unknown[]> (route: string, handler: (res: HttpResponse, req: HttpRequest, ...rest: A) => void): (res: HttpResponse, req: HttpRequest, ...rest: A) => void {
+    return (res, req, ...rest) => {
       hooks.onRequest?.(route)
       try {
         if (headerBytes(req) > MAX_HEADER_BYTES) {
@@ -98,13 +105,61 @@ export function createHttpServer (options: HttpServerOptions): HttpServer {
           sendError(hooks, ex, 'headers_too_large', { closeConnection: true })
           return
         }
-        handler(res, req)
+        handler(res, req, ...rest)
       } catch (err) {
         log.error({ route, err: (err as Error).stack ?? String(err) }, 'route handler threw')
-        const ex: Exchange = { res, route, requestId: 'unknown', origin: '', aborted: false, answered: false, onAbort: null }
+        const ex: Exchange = { res, route, requestId: 'unknown', origin: '', clientCloses: false, aborted: false, answered: false, onAbort: null }
         try { sendError(hooks, ex, 'internal_error') } catch { /* the response may already be gone */ }
       }
     }
+  }
+
+  /**
+   * A socket's handlers read a peer's bytes: a throw out of one would reach uWS and end the
+   * process. Each is wrapped like the HTTP routes: logged, counted, and the socket ended
+   * (a socket whose handler failed half-way is in a state nobody can vouch for).
+   */
+  function guardedSocket (socket: SocketRoute): WebSocketBehavior<any> {
+    const behavior: WebSocketBehavior<any> = { ...socket.behavior }
+    const report = (where: 'open' | 'message' | 'drain' | 'close', err: unknown): void => {
+      log.error({ route: socket.pattern, where, err: err instanceof Error ? err.stack : String(err) }, 'websocket handler threw')
+      options.onSocketHandlerError?.(`ws_${where}`)
+    }
+    const endSocket = (ws: WebSocket<any>, where: string): void => {
+      try {
+        if (socket.onThrow !== undefined) socket.onThrow(ws, where)
+        else ws.end(1011, 'internal error')
+      } catch (err) { log.error({ route: socket.pattern, err: String(err) }, 'closing a failed websocket threw') }
+    }
+    const { open, message, drain, close, upgrade } = socket.behavior
+    if (upgrade !== undefined) {
+      // guarded() answers 500 and logs; this only counts.
+      behavior.upgrade = guarded(socket.pattern, (res, req, context: us_socket_context_t) => {
+        try { void upgrade(res, req, context) } catch (err) { options.onSocketHandlerError?.('ws_upgrade'); throw err }
+      })
+    }
+    if (open !== undefined) {
+      behavior.open = (ws) => {
+        try { open(ws) } catch (err) { report('open', err); endSocket(ws, 'open') }
+      }
+    }
+    if (message !== undefined) {
+      behavior.message = (ws, data, isBinary) => {
+        try { message(ws, data, isBinary) } catch (err) { report('message', err); endSocket(ws, 'message') }
+      }
+    }
+    if (drain !== undefined) {
+      behavior.drain = (ws) => {
+        try { drain(ws) } catch (err) { report('drain', err); endSocket(ws, 'drain') }
+      }
+    }
+    if (close !== undefined) {
+      behavior.close = (ws, code, reason) => {
+        // The socket is gone already: nothing to end, only to report.
+        try { close(ws, code, reason) } catch (err) { report('close', err) }
+      }
+    }
+    return behavior
   }
 
   let listenSocket: us_listen_socket | null = null

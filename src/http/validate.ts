@@ -5,6 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer'
 import { isValidId } from '../ids.js'
+import { MAX_JSON_DEPTH, parsePeerJson } from '../peer-json.js'
 
 // A high surrogate not followed by a low one, or a low one not preceded by a high one.
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
@@ -13,12 +14,11 @@ export type Parsed<T> = { ok: true, value: T } | { ok: false, message: string }
 
 export function parseJsonObject (body: Buffer): Parsed<Record<string, unknown>> {
   if (!isUtf8(body)) return { ok: false, message: 'The body is not valid UTF-8.' }
-  let value: unknown
-  try {
-    value = JSON.parse(body.toString('utf8'))
-  } catch {
-    return { ok: false, message: 'The body is not valid JSON.' }
+  const json = parsePeerJson(body.toString('utf8'))
+  if (!json.ok) {
+    return { ok: false, message: json.reason === 'too_deep' ? `The body nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels.` : 'The body is not valid JSON.' }
   }
+  const value = json.value
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, message: 'The body must be a JSON object.' }
   }

@@ -1,16 +1,72 @@
 /**
  * The in-process MQTT 3.1.1 broker (aedes) used when MQTT_URL is unset, so that `npm start`
- * needs nothing installed. Loopback only. If the configured port is taken (commonly by a
- * system Mosquitto on 1883) it says so and takes a free port instead.
+ * needs nothing installed. Loopback only, and not open: clients log in with the accounts of
+ * broker-credentials.ts and may touch only the topics broker-acl.ts gives their role — a local
+ * process can neither inject hints nor read other users' chats. If the configured port is
+ * taken (commonly by a system Mosquitto on 1883) it says so and takes a free port instead.
  */
 import net from 'node:net'
-import { Aedes } from 'aedes'
+import { Aedes, type AuthenticateError, type Client } from 'aedes'
 import type { Logger } from '../log.js'
+import { mayPublish, maySubscribe, type BrokerRole } from './broker-acl.js'
+import { roleOf, urlWithAccount, type BrokerCredentials } from './broker-credentials.js'
 
 export interface EmbeddedBroker {
+  /** Without credentials: for logs and for telling where the broker is. */
   readonly url: string
+  /** With the gateway account's credentials. */
+  readonly gatewayUrl: string
+  /** With the worker account's credentials (the demo responder, a local LLM worker). */
+  readonly workerUrl: string
   readonly port: number
   close: () => Promise<void>
+}
+
+export interface EmbeddedBrokerOptions {
+  port: number
+  log: Logger
+  credentials: BrokerCredentials
+  topicPrefix: string
+  /** A client was refused (bad login, or a topic outside its role), for the metrics. */
+  onRefused?: (what: 'login' | 'publish' | 'subscribe') => void
+}
+
+/** MQTT 3.1.1 3.2.2.3: CONNACK return code 4, "bad user name or password". */
+const BAD_LOGIN = 4
+
+function installAccessControl (broker: Aedes, options: EmbeddedBrokerOptions): void {
+  const roles = new WeakMap<Client, BrokerRole>()
+  const { log } = options
+  broker.authenticate = (client, username, password, done) => {
+    const role = roleOf(options.credentials, username, password)
+    if (role === null) {
+      log.warn({ client_id: client.id.slice(0, 64) }, 'embedded MQTT broker: login refused')
+      options.onRefused?.('login')
+      const err = new Error('bad user name or password') as AuthenticateError
+      err.returnCode = BAD_LOGIN
+      done(err, false)
+      return
+    }
+    roles.set(client, role)
+    done(null, true)
+  }
+  broker.authorizePublish = (client, packet, callback) => {
+    // null: a publish by the broker itself (a will is checked when it is set, below).
+    if (client === null) { callback(null); return }
+    const role = roles.get(client)
+    if (role !== undefined && mayPublish(role, options.topicPrefix, client.id, packet.topic)) { callback(null); return }
+    log.warn({ client_id: client.id.slice(0, 64), topic: packet.topic.slice(0, 200) }, 'embedded MQTT broker: publish refused')
+    options.onRefused?.('publish')
+    callback(new Error('publish not authorized'))
+  }
+  broker.authorizeSubscribe = (client, sub, callback) => {
+    const role = roles.get(client)
+    if (role !== undefined && maySubscribe(role, options.topicPrefix, client.id, sub.topic)) { callback(null, sub); return }
+    log.warn({ client_id: client.id.slice(0, 64), topic: sub.topic.slice(0, 200) }, 'embedded MQTT broker: subscribe refused')
+    options.onRefused?.('subscribe')
+    // SUBACK 0x80 for this filter (MQTT 3.1.1 3.9.3), the connection stays.
+    callback(null, null)
+  }
 }
 
 function listen (server: net.Server, port: number): Promise<number> {
@@ -26,8 +82,9 @@ function listen (server: net.Server, port: number): Promise<number> {
   })
 }
 
-export async function startEmbeddedBroker (options: { port: number, log: Logger }): Promise<EmbeddedBroker> {
+export async function startEmbeddedBroker (options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
   const broker = await Aedes.createBroker()
+  installAccessControl(broker, options)
   const sockets = new Set<net.Socket>()
   const server = net.createServer((socket) => {
     // Same reason as the client side: Nagle + delayed ACK costs ~40 ms per QoS 1 round trip.
@@ -52,6 +109,8 @@ export async function startEmbeddedBroker (options: { port: number, log: Logger 
   let closed: Promise<void> | null = null
   return {
     url,
+    gatewayUrl: urlWithAccount(url, options.credentials.gateway),
+    workerUrl: urlWithAccount(url, options.credentials.worker),
     port,
     close () {
       closed ??= new Promise<void>((resolve) => {

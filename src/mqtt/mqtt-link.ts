@@ -37,6 +37,8 @@ export interface MqttLinkOptions {
   random?: () => number
   /** When the oldest request still waiting for a reply went out (epoch ms), or null if none. */
   inFlightSince: () => number | null
+  /** A subscription's handler threw (it was caught and logged), for the metrics. */
+  onHandlerError?: () => void
 }
 
 export interface MqttLink {
@@ -131,7 +133,15 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         return
       }
       const handler = routes.get(topic)
-      if (handler !== undefined) handler(payload, topic)
+      if (handler === undefined) return
+      // A handler reads a peer's bytes; whatever they are, a throw must not reach mqtt.js's
+      // emitter, where it would end the process (main.ts's uncaughtException handler).
+      try {
+        handler(payload, topic)
+      } catch (err) {
+        log.error({ topic, bytes: payload.length, err: err instanceof Error ? err.stack : String(err) }, 'mqtt message handler threw; message dropped')
+        options.onHandlerError?.()
+      }
     })
     c.on('error', (err) => {
       if (!current()) return

@@ -3,6 +3,7 @@
  * well-formed reply comes back as a reason, which the caller counts and drops.
  */
 import { isValidId } from '../ids.js'
+import { parsePeerJson } from '../peer-json.js'
 
 export const PROTOCOL_VERSION = 1
 
@@ -37,23 +38,31 @@ export function encodeRequest (request: ChatRequestEnvelope): string {
 }
 
 export function parseReply (payload: Buffer | string): ParsedReply {
-  let value: unknown
-  try {
-    value = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
-  } catch {
-    return { ok: false, reason: 'malformed' }
-  }
+  const json = parsePeerJson(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  if (!json.ok) return { ok: false, reason: 'malformed' }
+  const value = json.value
   if (typeof value !== 'object' || value === null) return { ok: false, reason: 'malformed' }
   const r = value as Record<string, unknown>
   if (r.v !== PROTOCOL_VERSION || !isValidId(r.request_id)) return { ok: false, reason: 'malformed' }
+  const id = r.request_id
   switch (r.type) {
     case 'chunk':
-      return typeof r.delta === 'string' ? { ok: true, reply: r as ReplyEnvelope } : { ok: false, reason: 'malformed' }
+      return typeof r.delta === 'string' ? { ok: true, reply: { v: 1, request_id: id, type: 'chunk', delta: storable(r.delta) } } : { ok: false, reason: 'malformed' }
     case 'done':
-      return typeof r.content === 'string' ? { ok: true, reply: r as ReplyEnvelope } : { ok: false, reason: 'malformed' }
+      return typeof r.content === 'string' ? { ok: true, reply: { v: 1, request_id: id, type: 'done', content: storable(r.content) } } : { ok: false, reason: 'malformed' }
     case 'error':
-      return typeof r.error === 'string' ? { ok: true, reply: r as ReplyEnvelope } : { ok: false, reason: 'malformed' }
+      return typeof r.error === 'string' ? { ok: true, reply: { v: 1, request_id: id, type: 'error', error: storable(r.error) } } : { ok: false, reason: 'malformed' }
     default:
       return { ok: false, reason: 'malformed' }
   }
+}
+
+/**
+ * Worker text as PostgreSQL's `text` can hold it: NUL (U+0000) is the one character it refuses
+ * ("invalid byte sequence"), which turned a model's stray NUL into a 500 for the user. It
+ * carries no meaning in a chat, so it is removed rather than the reply refused. Lone
+ * surrogates need nothing here: they are stored and sent as U+FFFD by the UTF-8 encoders.
+ */
+export function storable (text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '') : text
 }

@@ -3,19 +3,30 @@
  * unknown types are rejected here with the reason the metrics count; a socket that keeps
  * sending rejected frames is closed (see `createStrikes`).
  */
-export type FrameReason = 'binary' | 'too_big' | 'malformed' | 'unknown_type' | 'invalid' | 'rate_limited' | 'link_down'
+import { MAX_JSON_DEPTH, parsePeerJson } from '../peer-json.js'
+
+export type FrameReason = 'binary' | 'too_big' | 'malformed' | 'too_deep' | 'unknown_type' | 'invalid' | 'rate_limited' | 'link_down'
 
 export type Parsed = { ok: true, frame: Record<string, unknown> & { type: string } } | { ok: false, reason: FrameReason, message: string }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
 export function parseFrame (message: ArrayBuffer, isBinary: boolean, types: readonly string[]): Parsed {
   if (isBinary) return { ok: false, reason: 'binary', message: 'Binary frames are not supported; send JSON text.' }
-  let value: unknown
+  let text: string
   try {
     // TextDecoder with fatal: invalid UTF-8 is rejected rather than replaced.
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(message))
+    text = UTF8.decode(message)
   } catch {
     return { ok: false, reason: 'malformed', message: 'The frame is not valid UTF-8 JSON.' }
   }
+  const json = parsePeerJson(text)
+  if (!json.ok) {
+    return json.reason === 'too_deep'
+      ? { ok: false, reason: 'too_deep', message: `The frame nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels.` }
+      : { ok: false, reason: 'malformed', message: 'The frame is not valid UTF-8 JSON.' }
+  }
+  const value = json.value
   if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { type?: unknown }).type !== 'string') {
     return { ok: false, reason: 'malformed', message: 'A frame must be a JSON object with a "type".' }
   }

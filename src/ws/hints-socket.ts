@@ -12,7 +12,7 @@ import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { Topics } from '../mqtt/topics.js'
 import { MAX_STRIKES, parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
 import type { HintHub } from './hint-hub.js'
-import type { SessionOwners } from './session-owners.js'
+import type { SessionOwners } from '../chat/session-owners.js'
 import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
 import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
 

@@ -71,6 +71,8 @@ export interface SocketRegistry {
   add: (ws: WebSocket<SocketData>) => void
   remove: (ws: WebSocket<SocketData>) => void
   count: (endpoint?: Endpoint) => number
+  /** Open sockets of one user, both endpoints. */
+  countForUser: (userId: string) => number
   /** Closes a socket with one of our codes (no-op once it is closed). */
   close: (ws: WebSocket<SocketData>, reason: CloseReason) => void
   closeAll: (reason: CloseReason) => number
@@ -86,6 +88,7 @@ export interface SocketRegistryOptions {
 
 export function createSocketRegistry (options: SocketRegistryOptions): SocketRegistry {
   const sockets = { hints: new Set<WebSocket<SocketData>>(), chat: new Set<WebSocket<SocketData>>() }
+  const perUser = new Map<string, number>()
   let timer: unknown = null
   const sweepMs = options.sweepMs ?? 1000
   const pings = createPingWheel<WebSocket<SocketData>>({
@@ -133,13 +136,22 @@ export function createSocketRegistry (options: SocketRegistryOptions): SocketReg
       pings.stop()
     },
     add (ws) {
-      sockets[ws.getUserData().endpoint].add(ws)
+      const data = ws.getUserData()
+      const set = sockets[data.endpoint]
+      if (set.has(ws)) return
+      set.add(ws)
+      perUser.set(data.userId, (perUser.get(data.userId) ?? 0) + 1)
       pings.add(ws)
     },
     remove (ws) {
-      sockets[ws.getUserData().endpoint].delete(ws)
+      const data = ws.getUserData()
+      if (!sockets[data.endpoint].delete(ws)) return
+      const n = perUser.get(data.userId) ?? 0
+      if (n <= 1) perUser.delete(data.userId)
+      else perUser.set(data.userId, n - 1)
       pings.remove(ws)
     },
+    countForUser: (userId) => perUser.get(userId) ?? 0,
     count (endpoint) { return endpoint === undefined ? sockets.hints.size + sockets.chat.size : sockets[endpoint].size },
     close,
     closeAll (reason) {

@@ -31,6 +31,8 @@ export interface UpgradeDeps {
   requiresAuth: boolean
   /** Counts refusals by status, for the metrics. */
   onRefused?: (status: number) => void
+  /** Fair share: open sockets per authenticated user, both endpoints (WS_MAX_PER_USER). */
+  perUser?: { count: (userId: string) => number, max: number, onLimited?: () => void }
 }
 
 export interface UpgradeSpec<T> {
@@ -93,7 +95,18 @@ export function upgradeHandler<T> (deps: UpgradeDeps, spec: UpgradeSpec<T>): (re
       user = picked.claims
       protocol = picked.protocol
     }
+    const overShare = (): TetherError | null => {
+      if (user === null || deps.perUser === undefined || deps.perUser.count(user.userId) < deps.perUser.max) return null
+      deps.perUser.onLimited?.()
+      return new TetherError('too_many_requests', `At most ${deps.perUser.max} open sockets per user; close one first.`, 1)
+    }
+    const over = overShare()
+    if (over !== null) { refuse(over); return }
     const upgrade = (data: T): void => {
+      // Checked again after an await: other sockets of the user may have opened meanwhile
+      // (uWS runs the open handler, which counts the socket, inside upgrade()).
+      const late = overShare()
+      if (late !== null) { refuse(late); return }
       ex.answered = true
       res.upgrade(data, key, protocol, extensions, context)
       deps.hooks.onResponse(spec.route, 101)

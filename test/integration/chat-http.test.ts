@@ -34,11 +34,12 @@ t.test('a chat is answered with the worker\'s done content', async (t) => {
   t.equal(await gw.metric('tether_chat_requests_total', { outcome: 'done' }), 1)
 })
 
-t.test('a worker error is a 502 llm_error carrying the worker\'s message', async (t) => {
-  const gw = await setup(t, fail('model exploded'))
+t.test('a worker error is a 502 llm_error whose message does not pass on the worker\'s text', async (t) => {
+  const gw = await setup(t, fail('model exploded at http://10.1.2.3:8000 key sk-abc123'))
   const answer = await gw.chat('s1', 'hi')
   expectError(t, answer, 502, 'llm_error')
-  t.match(answer.json.message, /model exploded/)
+  t.equal(answer.json.message, 'The model worker reported an error.')
+  t.notMatch(answer.text, /exploded|10\.1\.2\.3|sk-abc/, 'the model server\'s detail stays in the logs')
   t.equal(gw.tether.pending.size, 0)
 })
 
@@ -159,7 +160,7 @@ t.test('health, readiness and metrics have the contract shapes', async (t) => {
     client_id: String,
     last_activity: { timestamp: String, seconds_ago: Number },
     reconnection: { attempts: 0, max_attempts: 10, next_attempt_in_ms: 0 },
-    pending_requests: { total: 0, by_session: {} },
+    pending_requests: { total: 0, sessions: 0, max_per_session: 0, by_session: {} },
     subscribers: { hint_sessions: 0, total_websockets: 0 }
   })
   t.equal((await gw.request('GET', '/livez')).status, 200)

@@ -136,6 +136,7 @@ t.test('Tether in Compose: production, a secret from .env, only variables src/co
   t.match(check, /\/(readyz|livez)/, 'the health check asks /readyz or /livez')
   t.match(check, new RegExp(`:${env.PORT ?? '8000'}/`), 'on the port Tether listens on')
   t.ok((tether.ports ?? []).some((p) => p.endsWith(`:${env.PORT ?? '8000'}`)), 'that port is published')
+  t.ok((tether.ports ?? []).every((p) => p.startsWith('127.0.0.1:')), 'on loopback only: clients come through the proxy, /metrics stays private')
 })
 
 t.test('the worker in Compose runs the reference worker with only variables it reads', async (t) => {
@@ -170,6 +171,8 @@ t.test('Mosquitto in Compose runs the repository config, and its files are on vo
   const persistence = /^persistence_location\s+(\S+)/m.exec(conf)?.[1] ?? ''
   t.ok(onVolume(mosquitto, passwordFile), `password_file ${passwordFile} is on a volume`)
   t.ok(onVolume(mosquitto, persistence.replace(/\/$/, '')), `persistence_location ${persistence} is on a volume`)
+  const aclFile = /^acl_file\s+(\S+)/m.exec(conf)?.[1] ?? ''
+  t.equal(hostPath(mosquitto, aclFile), 'deploy/mosquitto/acl', `acl_file ${aclFile} is deploy/mosquitto/acl`)
   const init = services['mosquitto-passwd'] as Service
   t.ok(init !== undefined, 'a service writes the password file')
   t.match(JSON.stringify(init.command), passwordFile, 'to the path mosquitto.conf reads')

@@ -68,10 +68,29 @@ function seconds (block: string, directive: string): number {
   return Number(m[1])
 }
 
-interface RenderOptions { upstream: string, port: number, chatReadTimeoutS: number }
+interface RenderOptions {
+  upstream: string
+  port: number
+  chatReadTimeoutS: number
+  /** Where the site's access log goes (the shipped path is /var/log/nginx/). */
+  accessLog: string
+  /**
+   * The two pieces of proxy advice seen together in the field: the upgrade map's Connection
+   * header on every API location (so a plain request sends `Connection: close` upstream),
+   * and upstream keepalive (which the shipped file has).
+   */
+  upgradeMapEverywhere?: boolean
+}
 
-function render ({ upstream, port, chatReadTimeoutS }: RenderOptions): string {
+function render ({ upstream, port, chatReadTimeoutS, accessLog, upgradeMapEverywhere = false }: RenderOptions): string {
   let site = replaceOne(template, /^(\s*server\s+)127\.0\.0\.1:8000;/m, `$1${upstream};`, 'upstream server 127.0.0.1:8000')
+  site = replaceOne(site, /access_log \/var\/log\/nginx\/access\.log /, `access_log ${accessLog} `, 'access_log /var/log/nginx/access.log')
+  if (upgradeMapEverywhere) {
+    for (const match of ['= /api/chatbot/messages', '/api/']) {
+      const block = locationBlock(site, match)
+      site = site.replace(block, block.replace('proxy_pass http://tether_backend;', 'proxy_pass http://tether_backend;\n        proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $tether_connection_upgrade;'))
+    }
+  }
   site = replaceOne(site, /^(\s*listen\s+)80;/m, `$1127.0.0.1:${port};`, 'listen 80')
   site = replaceOne(site, /^\s*listen\s+\[::\]:80;\n/m, '', 'listen [::]:80')
   const chat = locationBlock(site, '= /api/chatbot/messages')
@@ -79,18 +98,18 @@ function render ({ upstream, port, chatReadTimeoutS }: RenderOptions): string {
   return site.replace(chat, rendered)
 }
 
-interface Nginx { port: number, errorLog: () => string }
+interface Nginx { port: number, errorLog: () => string, accessLog: () => string }
 
 /**
  * nginx in the foreground, one process (no master/worker split, so nothing runs as another
  * user and one signal ends it), with its pid, logs and temp files under a fresh prefix: it
  * touches neither /etc/nginx nor /var/log/nginx.
  */
-async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'port'>): Promise<Nginx> {
+async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'port' | 'accessLog'>): Promise<Nginx> {
   for (let attempt = 1; ; attempt++) {
     const prefix = mkdtempSync(join(tmpdir(), 'tether-nginx-'))
     const port = await freePort()
-    writeFileSync(join(prefix, 'tether.conf'), render({ ...options, port }))
+    writeFileSync(join(prefix, 'tether.conf'), render({ ...options, port, accessLog: join(prefix, 'site-access.log') }))
     writeFileSync(join(prefix, 'nginx.conf'), [
       `pid ${prefix}/nginx.pid;`,
       `error_log ${prefix}/error.log info;`,
@@ -103,6 +122,7 @@ async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'p
       ''
     ].join('\n'))
     const errorLog = (): string => { try { return readFileSync(join(prefix, 'error.log'), 'utf8') } catch { return '' } }
+    const accessLog = (): string => { try { return readFileSync(join(prefix, 'site-access.log'), 'utf8') } catch { return '' } }
     // -e: the error log before the configuration is read (Debian's built-in path is /var/log/nginx).
     const child: ChildProcess = spawn(bin, ['-e', join(prefix, 'error.log'), '-p', `${prefix}/`, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off; master_process off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
@@ -123,7 +143,7 @@ async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'p
     }
     if (!gone) {
       t.teardown(stop)
-      return { port, errorLog }
+      return { port, errorLog, accessLog }
     }
     const why = `${stderr}${errorLog()}`
     await stop()
@@ -181,7 +201,8 @@ if (nginxBin === undefined) {
 async function throughNginx (bin: string): Promise<void> {
   const broker = await startTestBroker()
   t.teardown(() => broker.close())
-  const gw = await startGateway(t, { MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS) })
+  // 32 chats of one user at once below: over the default per-user share.
+  const gw = await startGateway(t, { MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS), MAX_PENDING_PER_USER: '64' })
 
   // The streaming worker sends its chunk, then holds the done until the test has seen the
   // chunk arrive through nginx (or GATE_TIMEOUT_MS passes): a proxy that buffered the stream
@@ -243,6 +264,35 @@ async function throughNginx (bin: string): Promise<void> {
     await peer.publish(`llm/hints/${sessionId}`, JSON.stringify({ tip: 'through nginx' }))
     const hint = await socket.next('the hint through nginx', (f) => f?.type === 'hint' && f.data?.tip === 'through nginx')
     t.equal(hint.session_id, sessionId)
+  })
+
+  t.test('a WebSocket upgrade is logged without its query string: the token stays out of the access log', async (t) => {
+    const sessionId = await gw.sessionId('hints-log')
+    const socket = await connect(t, wsUrl(nginx.port, `/api/mqtt/ws/hints/${sessionId}?token=${gw.token}`))
+    socket.close()
+    await waitFor(() => nginx.accessLog().includes(`/api/mqtt/ws/hints/${sessionId}`), { timeoutMs: 10_000, what: 'the upgrade in the access log' })
+    t.notMatch(nginx.accessLog(), gw.token, 'no token in the log')
+    t.notMatch(nginx.accessLog(), /token=/, 'no query string either')
+  })
+
+  t.test('with the upgrade map on every API location and upstream keepalive, 1,000 chats at c=32 get no 502', async (t) => {
+    // nginx then sends `Connection: close` upstream with every plain request; Tether closes
+    // after answering and must say so, or nginx reuses the closed connection (RFC 9112 9.6).
+    const mapped = await startNginx(t, bin, { upstream, chatReadTimeoutS: chatReadTimeoutS(CHAT_TIMEOUT_MS), upgradeMapEverywhere: true })
+    // One session per client loop: the per-session cap is not what is tested here.
+    const bodies = await Promise.all(Array.from({ length: 32 }, async (_, i) => await chatBody(`mapped-${i}`, 'hello')))
+    const statuses = new Map<number, number>()
+    let next = 0
+    const total = 1000
+    await Promise.all(bodies.map(async (body) => {
+      while (next < total) {
+        next++
+        const answer = await request(mapped.port, 'POST', '/api/chatbot/messages', { body, headers: auth })
+        statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1)
+      }
+    }))
+    t.same(Object.fromEntries(statuses), { 200: total }, 'every chat answered 200')
+    t.notMatch(mapped.errorLog(), /upstream prematurely closed/, 'nginx never met a closed upstream connection')
   })
 
   t.test('the chat WebSocket works through nginx', async (t) => {

@@ -86,6 +86,11 @@ t.test('shutting down is unhealthy', async (t) => {
   t.equal(computeHealth(sources({ shuttingDown: true })).body.status, 'unhealthy')
 })
 
+t.test('the mqtt view lists only the session ids the caller may see, and counts the rest', async (t) => {
+  const m = computeMqttHealth(sources({}), (id) => id === 'b') as { pending_requests: unknown }
+  t.same(m.pending_requests, { total: 2, sessions: 2, max_per_session: 1, by_session: { b: 1 } })
+})
+
 t.test('the mqtt view has the contract fields', async (t) => {
   const m = computeMqttHealth(sources({ state: 'reconnecting', downSince: 999_000 }))
   t.match(m, {
@@ -94,7 +99,7 @@ t.test('the mqtt view has the contract fields', async (t) => {
     client_id: 'gw',
     last_activity: { seconds_ago: 1.5 },
     reconnection: { attempts: 3, max_attempts: 10, next_attempt_in_ms: 250 },
-    pending_requests: { total: 2, by_session: { a: 1, b: 1 } },
+    pending_requests: { total: 2, sessions: 2, max_per_session: 1, by_session: {} },
     subscribers: { hint_sessions: 0, total_websockets: 0 }
   })
 })

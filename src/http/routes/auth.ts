@@ -18,7 +18,10 @@ export interface AuthRouteDeps extends RouteDeps {
   passwords: Passwords
   tokens: Tokens
   limiter: RateLimiter
+  /** Registrations per client address (REGISTER_PER_ADDRESS_PER_HOUR). */
+  registrations: RateLimiter
   log: Logger
+  onLimited?: (limit: 'register_address') => void
 }
 
 const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/
@@ -36,18 +39,23 @@ function password (value: unknown): string {
   return pw
 }
 
-// A real scrypt hash of a random, discarded string: an unknown-user login costs the same
-// verification as a wrong password, so response times do not reveal which usernames exist.
-const DUMMY_HASH = 'scrypt$16384$8$1$sbtuI/0oSbARVNfKQvPChg==$3l3Wd2RinoddX3aC0NmZ6giUfdxJOfX802huln75vkU='
-
 export function registerHandler (deps: AuthRouteDeps): Handler {
   return jsonRoute(deps, {
     route: '/api/auth/register',
     auth: false,
     readsBody: true,
-    async handle ({ body, ex }) {
+    async handle ({ body, ex, remoteAddress }) {
       const name = username(body.username)
       const pw = password(body.password)
+      // Every well-formed attempt counts, taken or not: the cost is the hash, not the account.
+      const key = `ip:${remoteAddress}`
+      const verdict = deps.registrations.check(key)
+      if (!verdict.allowed) {
+        deps.log.warn({ request_id: ex.requestId }, 'registration rate-limited')
+        deps.onLimited?.('register_address')
+        throw new TetherError('rate_limited', 'Too many registrations from this address; retry later.', verdict.retryAfterS)
+      }
+      deps.registrations.fail(key)
       // Before the hash: with the database down this answers 503 without spending scrypt.
       const accounts = deps.accounts()
       const hash = await deps.passwords.hash(pw)
@@ -82,8 +90,18 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       // successful login clears the username's count and gives the address its token back.
       deps.limiter.fail(userKey)
       deps.limiter.fail(ipKey)
-      const user = await deps.accounts().findByUsername(name)
-      const ok = await deps.passwords.verify(pw, user?.password_hash ?? DUMMY_HASH)
+      let user: Awaited<ReturnType<Accounts['findByUsername']>>
+      let ok: boolean
+      try {
+        user = await deps.accounts().findByUsername(name)
+        ok = await deps.passwords.verify(pw, user?.password_hash ?? deps.passwords.decoy)
+      } catch (err) {
+        // Not a wrong password: the server could not check it (503 overloaded, db_unavailable).
+        // A user turned away by a registration flood must not be locked out on top.
+        deps.limiter.refund(userKey)
+        deps.limiter.refund(ipKey)
+        throw err
+      }
       if (user === undefined || !ok) {
         deps.log.info({ request_id: ex.requestId }, 'login failed')
         throw new TetherError('invalid_credentials')

@@ -9,12 +9,15 @@ import { TetherError } from '../../errors.js'
 import { describeFailure } from '../../failure.js'
 import { openExchange, sendError, sendJson, type Exchange } from '../exchange.js'
 import { readBody } from '../read-body.js'
-import { answerFailure, authenticate, type RouteDeps } from '../request-context.js'
-import { openEventStream } from '../event-stream.js'
+import { answerFailure, answerTooLarge, authenticate, type RouteDeps } from '../request-context.js'
+import { openEventStream, type EventStreamLimits } from '../event-stream.js'
 import { checkId, checkText, parseJsonObject } from '../validate.js'
 
 /** Everything runChat needs (screening included), plus the HTTP plumbing. */
-export interface ChatRouteDeps extends RouteDeps, RunChatDeps {}
+export interface ChatRouteDeps extends RouteDeps, RunChatDeps {
+  /** Bounds an event stream's backlog for a slow reader (absent: unbounded, for tests of other things). */
+  sse?: EventStreamLimits
+}
 
 export const CHAT_ROUTE = '/api/chatbot/messages'
 
@@ -29,7 +32,7 @@ function jsonSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string): ChatSi
 }
 
 function eventStreamSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string): ChatSink {
-  const stream = openEventStream(deps.hooks, ex)
+  const stream = openEventStream(deps.hooks, ex, deps.sse)
   return {
     chunk: (delta) => { stream.event('chunk', { delta }) },
     done: ({ messageId, content, latencyMs }) => {
@@ -61,11 +64,7 @@ export function chatMessagesHandler (deps: ChatRouteDeps): (res: HttpResponse, r
       return
     }
     readBody(res, req.getHeader('content-length'), deps.maxBodyBytes, (result) => {
-      if (!result.ok) {
-        deps.log.info({ request_id: ex.requestId, limit: deps.maxBodyBytes }, 'chat body too large')
-        sendError(deps.hooks, ex, 'payload_too_large', { message: `The body exceeds ${deps.maxBodyBytes} bytes.`, closeConnection: true })
-        return
-      }
+      if (!result.ok) { answerTooLarge(deps, ex, result.drained); return }
       const body = parseJsonObject(result.body)
       if (!body.ok) return invalid(deps, ex, body.message)
       const sessionId = checkId('session_id', body.value.session_id)

@@ -1,7 +1,11 @@
 /** /api/health, /api/health/mqtt, /livez, /readyz: cheap, synchronous, never touching the broker. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { computeHealth, computeMqttHealth, type HealthSources } from '../../health.js'
+import type { Tokens } from '../../auth/tokens.js'
+import type { SessionOwners } from '../../chat/session-owners.js'
+import { TetherError } from '../../errors.js'
 import { openExchange, sendJson, type ExchangeHooks } from '../exchange.js'
+import { authenticate } from '../request-context.js'
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void
 
@@ -13,10 +17,20 @@ export function healthHandler (hooks: ExchangeHooks, sources: HealthSources): Ha
   }
 }
 
-export function mqttHealthHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+/** Who may see which session ids in /api/health/mqtt: a valid token's user, their own sessions. */
+export interface SessionViewer {
+  tokens: Tokens
+  owners: Pick<SessionOwners, 'owns'>
+}
+
+export function mqttHealthHandler (hooks: ExchangeHooks, sources: HealthSources, viewer?: SessionViewer): Handler {
   return (res, req) => {
     const ex = openExchange(res, req, '/api/health/mqtt')
-    sendJson(hooks, ex, 200, computeMqttHealth(sources))
+    const user = viewer === undefined ? null : authenticate(viewer.tokens, req.getHeader('authorization'))
+    const visible = user === null || user instanceof TetherError || viewer === undefined
+      ? () => false
+      : (sessionId: string) => viewer.owners.owns(user.userId, sessionId) === true
+    sendJson(hooks, ex, 200, computeMqttHealth(sources, visible))
   }
 }
 

@@ -1,6 +1,7 @@
 /** POST/GET /api/chatbot/sessions and GET /api/chatbot/sessions/:id/messages, owner-scoped. */
+import type { RateLimiter } from '../../auth/rate-limiter.js'
 import type { ChatStore } from '../../db/chat-store.js'
-import type { SessionOwners } from '../../ws/session-owners.js'
+import type { SessionOwners } from '../../chat/session-owners.js'
 import { TetherError } from '../../errors.js'
 import { jsonRoute, required, type RouteDeps } from '../request-context.js'
 import type { Handler } from '../server.js'
@@ -10,6 +11,9 @@ export interface SessionRouteDeps extends RouteDeps {
   chats: () => ChatStore
   /** Told every session created or listed, so the user's hint sockets upgrade without a query. */
   owners?: SessionOwners
+  /** Sessions created per user (SESSION_CREATE_PER_MINUTE); absent: no limit. */
+  creations?: RateLimiter
+  onLimited?: (limit: 'session_create') => void
 }
 
 /** Listings are bounded: a user with thousands of sessions gets the newest. */
@@ -25,6 +29,15 @@ export function createSessionHandler (deps: SessionRouteDeps): Handler {
     async handle ({ body, user }) {
       const title = body.title === undefined || body.title === null ? '' : required(checkText('title', body.title, { min: 0, max: 200 }))
       const userId = (user as NonNullable<typeof user>).userId
+      if (deps.creations !== undefined) {
+        // Sessions are cheap rows, but each one is a new set of per-session chat places.
+        const verdict = deps.creations.check(userId)
+        if (!verdict.allowed) {
+          deps.onLimited?.('session_create')
+          throw new TetherError('too_many_requests', 'Too many sessions created; retry later.', verdict.retryAfterS)
+        }
+        deps.creations.fail(userId)
+      }
       const row = await deps.chats().createSession(userId, title)
       deps.owners?.remember(row.id, userId)
       return { status: 201, body: { id: row.id, title: row.title, created_at: row.created_at.toISOString() } }

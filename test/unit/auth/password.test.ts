@@ -5,13 +5,20 @@ import { createWorkerPool } from '../../../src/workers/worker-pool.js'
 import hashPassword from '../../../workers/hash-password.worker.js'
 import verifyPassword from '../../../workers/verify-password.worker.js'
 
-const FORMAT = /^scrypt\$16384\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/
+const FORMAT = /^scrypt\$131072\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/
 
 // One pool for the file: starting threads under the TypeScript loader takes most of a second.
 const pool = createWorkerPool({ threads: 2, maxQueue: 16, defaultTimeoutMs: 30_000, log: silentLogger() })
 pool.start()
 t.teardown(() => pool.stop())
 const passwords = createPasswords(pool)
+
+t.test('new hashes use OWASP\'s scrypt floor, N = 2^17 with r = 8 and p = 1, unless a cost is given', async (t) => {
+  t.match(await hashPassword({ password: 'x' }), /^scrypt\$131072\$8\$1\$/)
+  t.match(await hashPassword({ password: 'x', cost: 12 }), /^scrypt\$4096\$8\$1\$/)
+  await t.rejects(hashPassword({ password: 'x', cost: 30 }), TypeError, 'a cost past the verifier\'s memory bound is refused')
+  t.equal(await verifyPassword({ password: 'x', hash: await hashPassword({ password: 'x', cost: 18 }) }), true, 'the highest cost still verifies')
+})
 
 t.test('a hash verifies against its own password', async (t) => {
   const hash = await passwords.hash('correct horse battery staple')

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createSessionOwners } from '../../../src/ws/session-owners.js'
+import { createSessionOwners } from '../../../src/chat/session-owners.js'
 
 t.test('a remembered session answers owned for its owner and not owned for anyone else; an unknown one answers undefined', async (t) => {
   const owners = createSessionOwners(10)
