@@ -3,6 +3,7 @@
  * never throws; it says why a payload is unusable and, when it can, where an error reply
  * could still go.
  */
+import { parsePeerJson } from '../peer-json.js'
 import { isValidId } from '../ids.js'
 import { PROTOCOL_VERSION, type ChatRequestEnvelope, type HistoryTurn, type ReplyEnvelope } from '../mqtt/protocol.js'
 
@@ -18,12 +19,9 @@ export type ParsedRequest =
  * make it write to any other topic (the request topic, templates, another tenant's prefix).
  */
 export function parseChatRequest (payload: Buffer | string, replyPrefix: string): ParsedRequest {
-  let value: unknown
-  try {
-    value = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
-  } catch {
-    return { ok: false, reason: 'malformed', problem: 'not JSON' }
-  }
+  const json = parsePeerJson(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  if (!json.ok) return { ok: false, reason: 'malformed', problem: json.reason === 'too_deep' ? 'nested too deep' : 'not JSON' }
+  const value = json.value
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, reason: 'malformed', problem: 'not an object' }
   const r = value as Record<string, unknown>
   if (r.v !== PROTOCOL_VERSION) return { ok: false, reason: 'version' }

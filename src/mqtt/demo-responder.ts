@@ -5,6 +5,7 @@
  */
 import type { MqttClient } from 'mqtt'
 import { isValidId } from '../ids.js'
+import { asObject, parsePeerJson } from '../peer-json.js'
 import type { Logger } from '../log.js'
 import { openClient } from './open-client.js'
 import type { Topics } from './topics.js'
@@ -41,8 +42,9 @@ export function startDemoResponder (options: { url: string, topics: Topics, clie
     setTimeoutRetry()
   })
   client.on('message', (_topic, payload) => {
-    let request: { v?: unknown, request_id?: unknown, content?: unknown, reply_to?: unknown }
-    try { request = JSON.parse(payload.toString('utf8')) } catch { return }
+    const json = parsePeerJson(payload.toString('utf8'))
+    if (!json.ok || asObject(json.value) === null) return
+    const request = json.value as { v?: unknown, request_id?: unknown, content?: unknown, reply_to?: unknown }
     if (request.v !== 1 || !isValidId(request.request_id) || typeof request.reply_to !== 'string' || typeof request.content !== 'string') return
     const { chunks, full } = demoReply(request.content)
     for (const delta of chunks) {

@@ -89,9 +89,9 @@ t.test('a hint over maxBytes or nested too deep is dropped and counted; the next
   h.join('s1')
   const deliver = link.handlers.get('llm/hints/s1') as (payload: Buffer, topic: string) => void
   deliver(Buffer.alloc(1025, 0x61), 'llm/hints/s1')
-  deliver(Buffer.from('['.repeat(5000) + ']'.repeat(5000)), 'llm/hints/s1')
+  deliver(Buffer.from('['.repeat(500) + ']'.repeat(500)), 'llm/hints/s1')
   // A retained poisonous hint comes back on every subscribe: each time it is dropped again, cheaply.
-  deliver(Buffer.from('['.repeat(5000) + ']'.repeat(5000)), 'llm/hints/s1')
+  deliver(Buffer.from('['.repeat(500) + ']'.repeat(500)), 'llm/hints/s1')
   deliver(Buffer.from('{"ok":true}'), 'llm/hints/s1')
   t.same(dropped, ['too_large', 'too_deep', 'too_deep'])
   t.equal(published.length, 1)
