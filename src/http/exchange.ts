@@ -75,6 +75,9 @@ export function send (
     ex.res.writeHeader('x-request-id', ex.requestId)
     for (const [k, v] of headers) ex.res.writeHeader(k, v)
     for (const [k, v] of hooks.corsHeaders(ex.origin)) ex.res.writeHeader(k, v)
+    // uWS adds "Connection: close" when it closes on its own account, but not when the
+    // client asked for the close: then it is ours to say.
+    if (ex.clientCloses) ex.res.writeHeader('connection', 'close')
     ex.res.end(body, close)
   })
   hooks.onResponse(ex.route, status)
