@@ -1,0 +1,139 @@
+/**
+ * The broker is not open: the embedded broker requires its generated accounts and holds each to
+ * its role's topics (src/mqtt/broker-acl.ts), and deploy/mosquitto/acl, the same table for
+ * Mosquitto, is run in a real Mosquitto with a real gateway and worker behind it. A worker can
+ * answer and publish hints, but not read other gateways' replies, users' hints, or llm/#.
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import mqtt, { type MqttClient } from 'mqtt'
+import t, { type Test } from 'tap'
+import { BROKER_ACL, covers, mayPublish, maySubscribe, mosquittoAcl } from '../../src/mqtt/broker-acl.js'
+import { findExecutable } from '../fixtures/broker.js'
+import { startGateway } from '../fixtures/gateway.js'
+import { startMosquittoBroker } from '../fixtures/mosquitto-broker.js'
+import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
+import { waitFor } from '../fixtures/wait-for.js'
+
+const ACL_FILE = fileURLToPath(new URL('../../deploy/mosquitto/acl', import.meta.url))
+
+async function client (t: Test, url: string, clientId = `acl-${Math.random().toString(16).slice(2, 10)}`): Promise<MqttClient> {
+  const c = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, clientId })
+  c.on('error', () => {})
+  t.teardown(async () => { await c.endAsync(true) })
+  return c
+}
+
+/** The QoS the broker granted, 128 for a refusal (which mqtt.js 5 reports as an error). */
+async function granted (c: MqttClient, topic: string): Promise<number> {
+  try {
+    const [grant] = await c.subscribeAsync(topic, { qos: 1 })
+    return grant?.qos ?? -1
+  } catch (err) {
+    if (/Subscribe error/.test((err as Error).message)) return 128
+    throw err
+  }
+}
+
+/** Whether `reader` receives what `writer` publishes on `topic` within a short wait. */
+async function flows (reader: MqttClient, writer: MqttClient, topic: string): Promise<boolean> {
+  const marker = `m-${Math.random().toString(16).slice(2)}`
+  let seen = false
+  const onMessage = (_topic: string, payload: Buffer): void => { if (payload.toString() === marker) seen = true }
+  reader.on('message', onMessage)
+  try {
+    await writer.publishAsync(topic, marker, { qos: 1 }).catch(() => {})
+    try { await waitFor(() => seen, { timeoutMs: 500, what: 'the message' }) } catch { /* not delivered */ }
+    return seen
+  } finally {
+    reader.off('message', onMessage)
+  }
+}
+
+t.test('the rules: a subscription must stay inside what a rule allows', async (t) => {
+  t.ok(covers('llm/hints/+', 'llm/hints/abc'))
+  t.ok(covers('llm/hints/+', 'llm/hints/+'))
+  t.notOk(covers('llm/hints/+', 'llm/hints/#'))
+  t.notOk(covers('llm/hints/+', 'llm/#'))
+  t.notOk(covers('llm/chat/request', 'llm/chat/request/x'))
+  t.ok(maySubscribe('worker', 'llm', 'w1', '$share/g/llm/chat/request'), 'a shared subscription is judged by its topic')
+  t.notOk(maySubscribe('worker', 'llm', 'w1', 'llm/chat/reply/+'), 'a worker reads no replies')
+  t.notOk(maySubscribe('worker', 'llm', 'w1', 'llm/hints/s1'), 'nor hints')
+  t.ok(maySubscribe('gateway', 'llm', 'gw1', 'llm/chat/reply/gw1'), 'a gateway reads its own replies')
+  t.notOk(maySubscribe('gateway', 'llm', 'gw1', 'llm/chat/reply/gw2'), 'and only its own')
+  t.notOk(maySubscribe('gateway', 'llm', '+', 'llm/chat/reply/+'), 'a client id with a wildcard widens nothing')
+  t.ok(mayPublish('worker', 'llm', 'w1', 'llm/chat/reply/gw1'))
+  t.notOk(mayPublish('worker', 'llm', 'w1', 'llm/chat/request'), 'a worker sends no requests')
+  t.notOk(mayPublish('gateway', 'llm', 'gw1', 'llm/hints/s1'), 'a gateway sends no hints')
+})
+
+t.test('deploy/mosquitto/acl is the table of src/mqtt/broker-acl.ts', async (t) => {
+  const meaningful = (text: string): string[] => text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+  const shipped = meaningful(readFileSync(ACL_FILE, 'utf8'))
+  const expected = meaningful(mosquittoAcl('llm'))
+  // The shipped file may add the Compose health check's $SYS read to the gateway; nothing else.
+  t.same(shipped.filter((l) => !l.startsWith('topic read $SYS/')), expected)
+  t.equal(Object.keys(BROKER_ACL).length, 2)
+})
+
+t.test('the embedded broker refuses anonymous and wrong logins, and holds each account to its topics', async (t) => {
+  const gw = await startGateway(t, {})
+  await waitFor(() => gw.tether.link.isUp, { what: 'the gateway on its embedded broker' })
+  const plain = new URL(gw.tether.mqttUrl)
+  const accounts = JSON.parse(readFileSync(join(gw.dataDir, 'mqtt-credentials.json'), 'utf8')) as Record<'gateway' | 'worker', { username: string, password: string }>
+  const as = (account: { username: string, password: string } | null): string => {
+    const u = new URL(`mqtt://127.0.0.1:${plain.port}`)
+    if (account !== null) { u.username = account.username; u.password = account.password }
+    return u.toString()
+  }
+  await t.rejects(mqtt.connectAsync(as(null), { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000 }), 'anonymous is refused')
+  await t.rejects(mqtt.connectAsync(as({ username: accounts.worker.username, password: 'wrong-password-123' }), { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000 }), 'a wrong password is refused')
+  const worker = await client(t, as(accounts.worker))
+  const other = await client(t, as(accounts.worker))
+  t.equal(await granted(worker, 'llm/#'), 128, 'a worker may not subscribe to llm/#')
+  t.equal(await granted(worker, 'llm/chat/reply/+'), 128, 'nor to replies')
+  t.equal(await granted(worker, 'llm/hints/+'), 128, 'nor to hints')
+  t.equal(await granted(worker, 'llm/chat/request'), 1, 'requests it may read')
+  t.notOk(await flows(worker, other, 'llm/chat/reply/anyone'), 'another worker\'s reply does not reach it')
+  const gateway = await client(t, as(accounts.gateway))
+  t.equal(await granted(gateway, 'llm/chat/request'), 128, 'the gateway account reads no requests')
+  // The demo responder uses the worker account: the whole chat path still works.
+  const chat = await gw.chat('acl', 'hello')
+  t.equal(chat.status, 200, chat.text)
+  t.match(chat.json.reply.content, /\[demo responder\]/)
+})
+
+const mosquittoBin = findExecutable('mosquitto')
+const passwdBin = findExecutable('mosquitto_passwd')
+t.test('deploy/mosquitto/acl in a real Mosquitto: gateway and worker work, a worker reads nothing it should not', async (t) => {
+  if (mosquittoBin === undefined || passwdBin === undefined) {
+    t.fail('mosquitto and mosquitto_passwd are needed (apt-get install mosquitto; .ci/run installs it)')
+    return
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'tether-acl-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const passwd = join(dir, 'passwd')
+  const passwords = { 'tether-gateway': 'gateway-pass-123456', 'tether-worker': 'worker-pass-123456' }
+  writeFileSync(passwd, '')
+  for (const [user, password] of Object.entries(passwords)) execFileSync(passwdBin as string, ['-b', passwd, user, password])
+  const broker = await startMosquittoBroker({ bin: mosquittoBin as string, extraConfig: ['allow_anonymous false', `password_file ${passwd}`, `acl_file ${ACL_FILE}`] })
+  t.teardown(() => broker.close())
+  const url = (user: keyof typeof passwords): string => `mqtt://${user}:${passwords[user]}@127.0.0.1:${broker.port}`
+  const gw = await startGateway(t, { MQTT_URL: url('tether-gateway'), INSTANCE_ID: 'gw-acl-1' })
+  const worker = await startScriptedWorker({ url: url('tether-worker'), behaviour: echo })
+  t.teardown(() => worker.stop())
+  await waitFor(() => gw.tether.link.isUp, { what: 'the gateway link up through the ACL (its probe topic is allowed)' })
+  const chat = await gw.chat('acl', 'through mosquitto')
+  t.equal(chat.status, 200, chat.text)
+  t.equal(chat.json.reply.content, 'echo: through mosquitto')
+  const snoop = await client(t, url('tether-worker'))
+  await snoop.subscribeAsync(['llm/#', 'llm/chat/reply/+', 'llm/hints/+'], { qos: 1 })
+  const other = await client(t, url('tether-worker'))
+  t.notOk(await flows(snoop, other, 'llm/chat/reply/gw-acl-1'), 'a worker cannot read a gateway\'s replies')
+  t.notOk(await flows(snoop, other, 'llm/hints/some-session'), 'nor users\' hints')
+  const answer = await gw.chat('acl', 'again')
+  t.equal(answer.status, 200, 'chats still flow')
+})
