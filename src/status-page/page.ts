@@ -118,6 +118,11 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="muted small">failed <span id="chat-failed">&ndash;</span>/s &middot; timed out <span id="chat-timeouts">&ndash;</span>/s</div>
   </section>
   <section class="card">
+    <h2>Refused by limits</h2>
+    <div class="value" id="refused-total">&ndash;</div>
+    <div class="muted small"><span id="refused-detail">none</span> &middot; handler errors <span id="handler-errors">&ndash;</span></div>
+  </section>
+  <section class="card">
     <h2>Memory</h2>
     <div class="value" id="rss">&ndash;</div>
     <div class="muted small">heap used <span id="heap">&ndash;</span></div>
@@ -261,6 +266,12 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     text('chat-failed', r === null ? '\\u2013' : perSecond(r.chatFailed));
     text('chat-timeouts', r === null ? '\\u2013' : perSecond(r.chatTimeouts));
 
+    var refused = report.protection.refused, refusedTotal = 0, parts = [];
+    for (var limit in refused) { refusedTotal += refused[limit]; parts.push(limit + ' ' + refused[limit]); }
+    text('refused-total', String(refusedTotal));
+    text('refused-detail', parts.length === 0 ? 'none since start' : parts.join(' \u00b7 '));
+    text('handler-errors', String(report.protection.handler_errors));
+    setTone($('handler-errors'), '', report.protection.handler_errors > 0 ? 'bad' : '');
     $('rss').replaceChildren(document.createTextNode(bytes(report.memory.rss_bytes)));
     text('heap', bytes(report.memory.heap_used_bytes));
 

@@ -19,6 +19,10 @@ export interface StatusCounters {
   chatOutcomes: readonly Sample[]
   /** tether_ws_connections */
   wsConnections: readonly Sample[]
+  /** tether_limits_refused_total */
+  limitsRefused?: readonly Sample[]
+  /** tether_handler_errors_total */
+  handlerErrors?: readonly Sample[]
 }
 
 /**
@@ -63,6 +67,8 @@ export interface StatusReport {
   http_responses: Record<(typeof STATUS_CLASSES)[number], number>
   /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, cancelled), since start. */
   chats: Record<string, number>
+  /** Fair-share and abuse limits that refused something, and handlers of peer input that threw, since start. */
+  protection: { refused: Record<string, number>, handler_errors: number }
 }
 
 export function computeStatus (src: HealthSources, counters: StatusCounters): StatusReport {
@@ -102,6 +108,10 @@ export function computeStatus (src: HealthSources, counters: StatusCounters): St
   }
   const chats: Record<string, number> = {}
   for (const { labels, value } of counters.chatOutcomes) chats[String(labels.outcome)] = value
+  const refused: Record<string, number> = {}
+  for (const { labels, value } of counters.limitsRefused ?? []) if (value > 0) refused[String(labels.limit)] = value
+  let handlerErrors = 0
+  for (const { value } of counters.handlerErrors ?? []) handlerErrors += value
   const ws = (endpoint: string): number => counters.wsConnections.find((s) => s.labels.endpoint === endpoint)?.value ?? 0
 
   return {
@@ -127,6 +137,7 @@ export function computeStatus (src: HealthSources, counters: StatusCounters): St
     memory: { rss_bytes: health.memory.rss_bytes, heap_used_bytes: health.memory.heap_used_bytes },
     db: health.db,
     http_responses: http,
-    chats
+    chats,
+    protection: { refused, handler_errors: handlerErrors }
   }
 }

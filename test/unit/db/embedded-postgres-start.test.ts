@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import t, { type Test } from 'tap'
+import type { Logger } from '../../../src/log.js'
 import { startEmbeddedPostgres, startFailure, type EmbeddedPostgresClass } from '../../../src/db/embedded-postgres.js'
 
 interface FakeOptions { onLog: (m: string) => void, onError: (m: string) => void }
@@ -24,10 +25,10 @@ function fake (behaviour: (options: FakeOptions) => Promise<void>): EmbeddedPost
   } as unknown as EmbeddedPostgresClass
 }
 
-function capture (): { log: ReturnType<typeof pino>, text: () => string } {
+function capture (): { log: Logger, text: () => string } {
   let text = ''
   const stream = new Writable({ write (chunk, _enc, done) { text += String(chunk); done() } })
-  return { log: pino({ level: 'debug' }, stream), text: () => text }
+  return { log: pino({ level: 'debug' }, stream) as unknown as Logger, text: () => text }
 }
 
 function dataDir (t: Test): string {
