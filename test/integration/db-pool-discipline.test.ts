@@ -187,8 +187,9 @@ t.test('ten thousand operations with injected failures and callers that give up 
 t.test('hundreds of chat and session requests with clients hanging up mid-request leave the gateway pool idle', async (t) => {
   const REQUESTS = 400
   const IN_FLIGHT = 20
-  // Chats share one session: its cap on chats in flight is raised so it never answers first.
-  const gw = await gatewayWithWorker(t, { DB_POOL_SIZE: '4', MAX_PENDING_PER_SESSION: String(IN_FLIGHT) })
+  // Chats share one session and one user: their caps (chats in flight, sessions created) are
+  // raised so that they never answer first; this test is about the pool.
+  const gw = await gatewayWithWorker(t, { DB_POOL_SIZE: '4', MAX_PENDING_PER_SESSION: String(IN_FLIGHT), MAX_PENDING_PER_USER: String(IN_FLIGHT), SESSION_CREATE_PER_MINUTE: String(REQUESTS) })
   const known = await gw.sessionId('known')
   await gw.chat('known', 'seed the history')
 

@@ -28,11 +28,13 @@ t.teardown(() => broker.close())
  */
 const IDLE_S = 8
 const SMALL_BACKPRESSURE = 65_536
-const startG2 = startGateway(t, { ...BASE_ENV, MQTT_URL: broker.url, WS_IDLE_TIMEOUT_S: String(IDLE_S), WS_MAX_BACKPRESSURE: String(SMALL_BACKPRESSURE) })
+const startG2 = startGateway(t, { ...BASE_ENV, HINT_MAX_BYTES: String(1024 * 1024), MQTT_URL: broker.url, WS_IDLE_TIMEOUT_S: String(IDLE_S), WS_MAX_BACKPRESSURE: String(SMALL_BACKPRESSURE) })
 
 /** One gateway for the tests that do not stop it or need other limits; metrics are read as deltas. */
 const startGw = startGateway(t, {
   ...BASE_ENV,
+  // The slow-reader tests publish 64 KB hints (plus their JSON quoting): over the default bound.
+  HINT_MAX_BYTES: String(1024 * 1024),
   MQTT_URL: broker.url,
   WS_STATE_RATE_PER_S: String(RATE_PER_S),
   WS_STATE_BURST: String(BURST),
