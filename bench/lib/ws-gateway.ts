@@ -18,7 +18,7 @@ export interface WsGateway {
 }
 
 /** Variables of ours that would change what is measured if inherited from the caller's shell. */
-const GATEWAY_VARS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|WS)_|^(PORT|HOST|DATABASE_URL|DATA_DIR|LOG_LEVEL|INSTANCE_ID|NODE_ENV)$/
+const GATEWAY_VARS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|WS|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST)_|^(PORT|HOST|DATABASE_URL|DATA_DIR|LOG_LEVEL|INSTANCE_ID|NODE_ENV)$/
 
 export function wsGatewayEnv (o: { port: number, mqttUrl: string, prefix: string, databaseUrl: string, dataDir: string, authSecret: string, idleTimeoutS?: number }): Record<string, string> {
   return {
@@ -36,6 +36,12 @@ export function wsGatewayEnv (o: { port: number, mqttUrl: string, prefix: string
     // 8 MiB per socket before the 4001 sweep (uWS's hard limit is twice that): a client that
     // lags for a moment at 100,000 deliveries/s must show up as latency, not as a close.
     WS_MAX_BACKPRESSURE: String(8 * 1024 * 1024),
+    // One bench user drives the whole load: the per-user fair-share limits (docs/operations.md,
+    // "Security") must not be what is measured.
+    MAX_PENDING_PER_USER: '1000000',
+    SESSION_CREATE_PER_MINUTE: '1000000',
+    WS_MAX_PER_USER: '1000000',
+    REGISTER_PER_ADDRESS_PER_HOUR: '1000000',
     MAX_PENDING: '20000',
     // The config's maximum: the per-session cap (default 4) must not be what the chat phase measures.
     MAX_PENDING_PER_SESSION: '10000',
