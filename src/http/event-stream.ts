@@ -27,22 +27,36 @@ export interface EventStreamLimits {
 export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: EventStreamLimits): EventStream {
   let started = false
   let ended = false
-  // Bytes written since uWS last reported the socket writable, while it was not.
+  // Bytes of events that uWS holds for this reader: added when a write reports backpressure,
+  // cleared once a write goes through whole (uWS sends what it held first).
   let backlog = 0
-  let waiting = false
-  const writable = (): boolean => { waiting = false; backlog = 0; return true }
-  /** Whether the reader is now too far behind. */
-  function tooFarBehind (written: boolean, bytes: number): boolean {
-    if (limits === undefined || (written && !waiting)) return false
+  let watching = false
+  // uWS drains nothing by itself while a writable handler is registered (HttpContext.h), so
+  // the handler writes: an SSE comment line, which every client ignores.
+  const onWritable = (): boolean => {
+    const drained = ex.res.write(':\n\n')
+    if (drained) backlog = 0
+    return drained
+  }
+  function wrote (whole: boolean, bytes: number): void {
+    if (limits === undefined) return
+    if (whole) { backlog = 0; return }
     backlog += bytes
-    if (!waiting) { waiting = true; ex.res.onWritable(writable) }
-    return backlog > limits.maxBackpressure
+    if (!watching) { watching = true; ex.res.onWritable(onWritable) }
   }
   return {
     get started () { return started },
     event (name, data) {
       if (ex.aborted || ended) return
-      let slow = false
+      // Judged before this event is added: a reader already this far behind is not reading. A
+      // single event larger than the bound (a long answer's `done`) still goes out.
+      if (limits !== undefined && backlog > limits.maxBackpressure) {
+        ended = true
+        limits.onSlowConsumer?.()
+        // Closing runs the exchange's abort handler, which cancels the chat.
+        ex.res.close()
+        return
+      }
       ex.res.cork(() => {
         if (!started) {
           started = true
@@ -57,14 +71,8 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: Ev
           for (const [k, v] of hooks.corsHeaders(ex.origin)) ex.res.writeHeader(k, v)
         }
         const text = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`
-        slow = tooFarBehind(ex.res.write(text), text.length)
+        wrote(ex.res.write(text), text.length)
       })
-      if (slow) {
-        ended = true
-        limits?.onSlowConsumer?.()
-        // Outside the cork: closing runs the abort handler, which cancels the chat.
-        ex.res.close()
-      }
     },
     end (status) {
       if (ended) return

@@ -16,11 +16,15 @@ const broker = await startTestBroker()
 t.teardown(() => broker.close())
 const FLOOD_CHUNKS = 400
 const FLOOD_CHUNK = 'x'.repeat(32 * 1024)
+/** A long answer: 4 chunks of 1 MiB and a done of 4 MiB, each event far over SSE_MAX_BACKPRESSURE. */
+const LONG_PART = 'y'.repeat(1024 * 1024)
 const worker = await startScriptedWorker({
   url: broker.url,
   behaviour: (r: ChatRequest) => r.content === 'flood'
     ? [...Array.from({ length: FLOOD_CHUNKS }, () => chunk(r, FLOOD_CHUNK)), done(r, 'flooded')]
-    : echo(r)
+    : r.content === 'long'
+      ? [...Array.from({ length: 4 }, () => chunk(r, LONG_PART)), done(r, LONG_PART.repeat(4))]
+      : echo(r)
 })
 t.teardown(() => worker.stop())
 const gw = await startGateway(t, { MQTT_URL: broker.url, SSE_MAX_BACKPRESSURE: '65536' })
@@ -130,3 +134,33 @@ t.test('an event-stream reader that stops reading is cut off at SSE_MAX_BACKPRES
   const chat = await gw.chat('after-flood', 'still fine')
   t.equal(chat.status, 200, 'the gateway carries on')
 })
+
+t.test('a reader that keeps reading gets a long answer whole, though single events exceed SSE_MAX_BACKPRESSURE', async (t) => {
+  const body = JSON.stringify({ session_id: await gw.sessionId('long'), content: 'long' })
+  const events = await new Promise<Array<{ name: string, size: number }>>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: gw.port, method: 'POST', path: '/api/chatbot/messages', agent: false, headers: { authorization: `Bearer ${gw.token}`, 'content-type': 'application/json', accept: 'text/event-stream' } }, (res) => {
+      let buffer = ''
+      const seen: Array<{ name: string, size: number }> = []
+      res.setEncoding('utf8')
+      res.on('data', (text: string) => {
+        buffer += text
+        let end: number
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end)
+          buffer = buffer.slice(end + 2)
+          const name = /^event: (.*)$/m.exec(block)?.[1]
+          // Comment lines (": ...") keep a backed-up stream draining; clients ignore them.
+          if (name !== undefined) seen.push({ name, size: (/^data: (.*)$/m.exec(block)?.[1] ?? '').length })
+        }
+      })
+      res.on('end', () => { resolve(seen) })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+  t.same(events.map((e) => e.name), ['chunk', 'chunk', 'chunk', 'chunk', 'done'])
+  t.ok((events[4]?.size ?? 0) > 4 * 1024 * 1024, 'the done event carries the whole 4 MiB answer')
+  t.equal(gw.tether.pending.size, 0)
+})
+
