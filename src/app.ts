@@ -108,7 +108,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o755 })
     const { credentials, file } = loadBrokerCredentials(config.dataDir)
     log.info({ credentials_file: file }, `embedded MQTT broker accounts (${BROKER_USERS.gateway}, ${BROKER_USERS.worker}) are in ${file}`)
-    return await startEmbeddedBroker({ port: config.embeddedMqttPort, log, credentials, topicPrefix: config.mqttTopicPrefix })
+    return await startEmbeddedBroker({ port: config.embeddedMqttPort, log, credentials, topicPrefix: config.mqttTopicPrefix, gatewayClientId: config.instanceId })
   }
 
   async function start (): Promise<void> {
@@ -147,11 +147,13 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const limiter = createRateLimiter({ capacity: config.loginMaxFailures, clock })
     const registrations = createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock })
     const creations = createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock })
-    // Registrations may fill half of the thread queue at most: logins keep the other half.
+    // Registrations hash a few at a time, waiting included: the pool's queue is first in,
+    // first out, so a login must never find more than a few hashes (0.3 s each at N = 2^17)
+    // ahead of it, whatever a registration flood sends.
     const passwords = createPasswords(workers, {
       timeoutMs: config.workerTaskTimeoutMs,
       cost: config.passwordHashCost,
-      maxHashing: Math.max(1, Math.floor(config.workerMaxQueue / 2)),
+      maxHashing: config.registerMaxConcurrent === 0 ? 2 * config.workerThreads : config.registerMaxConcurrent,
       onHashRefused: () => { metrics.limitRefused('register_share') }
     })
     // Routes that need the schema wait for it: before the first successful migration they

@@ -29,6 +29,8 @@ export interface Config {
   readonly wsMaxPerUser: number
   /** Registrations per client address per hour. */
   readonly registerPerAddressPerHour: number
+  /** Registrations hashing at once, queue included; 0: twice workerThreads. */
+  readonly registerMaxConcurrent: number
   /** scrypt cost as log2(N) for new password hashes. */
   readonly passwordHashCost: number
   /** Largest hint payload passed on to sockets; larger hints are dropped and counted. */
@@ -345,6 +347,7 @@ export const SETTINGS = [
   s({ env: 'WS_STATE_RATE_PER_S', key: 'wsStatePerSecond', fallback: 10, example: '10', parse: int(1, 100_000), doc: 'State frames per second per hints socket (sustained).' }),
   s({ env: 'WS_MAX_PER_USER', key: 'wsMaxPerUser', fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Open WebSockets per user, hints and chat together; the upgrade past it is refused with 429 too_many_requests.' }),
   s({ env: 'REGISTER_PER_ADDRESS_PER_HOUR', key: 'registerPerAddressPerHour', fallback: 30, example: '30', parse: int(1, 1_000_000), doc: 'Registrations from one client address in a burst, refilled at this many per hour; more get 429 rate_limited with Retry-After (see TRUST_PROXY for the address).' }),
+  s({ env: 'REGISTER_MAX_CONCURRENT', key: 'registerMaxConcurrent', fallback: 0, example: '2', parse: int(0, 100_000), doc: 'Registrations whose password is being hashed at once, waiting included; more get 503 overloaded at once. The thread pool is first in, first out, so this bounds how many hashes a login can find ahead of it (0.3 s each at the default cost). 0: twice WORKER_THREADS.' }),
   s({ env: 'PASSWORD_HASH_COST', key: 'passwordHashCost', fallback: 17, example: '17', parse: int(10, 18), doc: 'scrypt cost of new password hashes as log2(N), with r=8, p=1: 17 (N=2^17, 128 MiB and about 0.3 s of a thread per hash) is OWASP\'s floor. Lower only for tests. Existing hashes keep their own cost.' }),
   s({ env: 'HINT_MAX_BYTES', key: 'hintMaxBytes', fallback: 65_536, example: '65536', parse: int(16, 16 * 1024 * 1024), doc: 'Largest hint payload passed on to WebSockets; larger hints are dropped and counted (tether_hints_dropped_total).' }),
   s({ env: 'SSE_MAX_BACKPRESSURE', key: 'sseMaxBackpressure', fallback: 262_144, example: '262144', parse: int(1024, 64 * 1024 * 1024), doc: 'Bytes a server-sent-events answer may have waiting for a slow reader; past it the stream is ended and the chat cancelled, as a WebSocket past WS_MAX_BACKPRESSURE is closed.' }),

@@ -108,7 +108,7 @@ export function createMetrics (): Metrics {
   })
   const dropped = new Counter({
     name: 'tether_mqtt_replies_dropped_total',
-    help: 'Replies dropped: malformed, unknown request id, or duplicate after the first done/error.',
+    help: 'Replies dropped: malformed, too_large (over 8 MiB), unknown request id, or duplicate after the first done/error.',
     labelNames: ['reason'],
     registers: [registry]
   })

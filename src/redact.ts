@@ -12,3 +12,14 @@ export function redactUrl (url: string): string {
   u.password = '****'
   return u.toString()
 }
+
+/**
+ * Text from elsewhere (a model server's error message) with what looks like a credential cut
+ * to its first characters: OpenAI-style keys (`sk-…`), bearer tokens, `key=`/`token=` values.
+ */
+export function redactSecrets (text: string): string {
+  return text
+    .replace(/\b(sk-[A-Za-z0-9]{2})[A-Za-z0-9_-]{6,}/g, '$1****')
+    .replace(/\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}/gi, '$1****')
+    .replace(/\b((?:api[_-]?key|token|secret|password)=)[^\s&]+/gi, '$1****')
+}

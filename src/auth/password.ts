@@ -18,6 +18,12 @@ export interface Passwords {
    * password and the response time does not tell which usernames exist.
    */
   readonly decoy: string
+  /**
+   * Whether a stored hash is cheaper than new ones (made before PASSWORD_HASH_COST was raised):
+   * such a hash is replaced at the next successful login, since its shorter verification
+   * would otherwise tell that the username exists (the decoy takes the full cost).
+   */
+  outdated: (hash: string) => boolean
 }
 
 export interface PasswordsOptions {
@@ -51,6 +57,10 @@ export function createPasswords (pool: Pick<WorkerPool, 'run'>, options: Passwor
   let hashing = 0
   return {
     decoy: `scrypt$${n}$8$1$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`,
+    outdated (hash) {
+      const stored = /^scrypt\$(\d+)\$/.exec(hash)
+      return stored !== null && Number(stored[1]) < n
+    },
     async hash (password) {
       if (hashing >= maxHashing) {
         options.onHashRefused?.()

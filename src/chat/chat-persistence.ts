@@ -14,10 +14,11 @@ import type { SessionOwners } from './session-owners.js'
 export interface ChatPersistence {
   readonly requiresAuth: boolean
   /**
-   * Whether the user owns the session: synchronous when the owner is remembered (almost
-   * always), a database lookup otherwise. Asked before the chat holds a place under the caps.
+   * Whether the user owns the session: the answer when the owner is remembered (almost
+   * always), otherwise the lookup to run (the caller bounds how many run at once). Asked
+   * before the chat holds a session's place under the caps.
    */
-  owns: (userId: string, sessionId: string) => boolean | Promise<boolean>
+  owns: (userId: string, sessionId: string) => boolean | (() => Promise<boolean>)
   /** Stores the user's message; returns the earlier turns, or null if the session is not the user's. */
   begin: (userId: string, sessionId: string, content: string) => Promise<{ history: HistoryTurn[] } | null>
   /** Stores the reply; returns the id the client gets as message_id. */
@@ -30,10 +31,11 @@ export function storedChats (chats: () => ChatStore, owners: SessionOwners, hist
     owns (userId, sessionId) {
       const known = owners.owns(userId, sessionId)
       if (known !== undefined) return known
-      return chats().ownsSession(userId, sessionId).then((owned) => {
+      return async () => {
+        const owned = await chats().ownsSession(userId, sessionId)
         if (owned) owners.remember(sessionId, userId)
         return owned
-      })
+      }
     },
     async begin (userId, sessionId, content) {
       const begun = await chats().beginChat(userId, sessionId, content, historyMaxMessages)

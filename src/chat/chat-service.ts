@@ -5,6 +5,7 @@
  */
 import type { Clock } from '../clock.js'
 import { TetherError } from '../errors.js'
+import { redactSecrets } from '../redact.js'
 import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import { encodeRequest, parseReply, type HistoryTurn } from '../mqtt/protocol.js'
@@ -26,7 +27,7 @@ export interface ChatInput {
   history: HistoryTurn[]
 }
 
-export type ReplyDrop = 'malformed' | 'unknown' | 'duplicate'
+export type ReplyDrop = 'malformed' | 'too_large' | 'unknown' | 'duplicate'
 
 export interface ChatServiceOptions {
   link: MqttLink
@@ -53,12 +54,20 @@ export interface ChatService {
   reserve: (sessionId: string, userId: string) => () => void
   /** Throws the TetherError a chat gets now regardless of caps (shutting down, link down). */
   checkOpen: () => void
+  /** Holds one of the user's places for work before the session is known (registry.holdUser); throws 429 past the caps. */
+  holdUser: (userId: string) => () => void
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
   cancel: (requestId: string) => void
   /** New chats get 503 shutting_down from now on. */
   refuseNew: () => void
 }
+
+/**
+ * The largest reply payload read. Far above any model's answer; a payload past it would only
+ * stall the event loop while it is decoded and parsed (deploy/mosquitto refuses over 1 MiB).
+ */
+export const MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 /** Characters of a worker's error text kept in the log line. */
 const MAX_LOGGED_WORKER_ERROR = 500
@@ -68,17 +77,23 @@ export function createChatService (options: ChatServiceOptions): ChatService {
   let refusing = false
 
   function onReply (payload: Buffer): void {
+    if (payload.length > MAX_REPLY_BYTES) {
+      log.warn({ bytes: payload.length }, 'dropped a reply over the size bound')
+      options.onReplyDropped?.('too_large')
+      return
+    }
     const parsed = parseReply(payload)
     if (!parsed.ok) {
       log.debug({ bytes: payload.length }, 'dropped malformed reply')
       options.onReplyDropped?.('malformed')
       return
     }
-    if (parsed.reply.type === 'error') {
-      // The detail is for operators only; the client gets llm_error's catalogue message.
-      log.warn({ request_id: parsed.reply.request_id, worker_error: parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR) }, 'worker reported an error')
-    }
     const delivery = registry.deliver(parsed.reply)
+    if (delivery === 'delivered' && parsed.reply.type === 'error') {
+      // The detail is for operators only (the client gets llm_error's catalogue message), and
+      // logged only for a request in flight, so replies with made-up ids cannot flood the log.
+      log.warn({ request_id: parsed.reply.request_id, worker_error: redactSecrets(parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR)) }, 'worker reported an error')
+    }
     if (delivery !== 'delivered') {
       log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, delivery }, 'dropped reply')
       options.onReplyDropped?.(delivery)
@@ -113,6 +128,11 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       link.unsubscribe(topics.replyTo)
     },
     checkOpen,
+    holdUser (userId) {
+      const held = registry.holdUser(userId)
+      if (typeof held !== 'function') throw refuseFor(held)
+      return held
+    },
     reserve (sessionId, userId) {
       checkOpen()
       const held = registry.reserve(sessionId, userId)

@@ -62,6 +62,12 @@ export interface PendingRegistry {
    * open() for that session or by the returned function (idempotent).
    */
   reserve: (sessionId: string, userId?: string) => Exclude<Admission, 'ok'> | (() => void)
+  /**
+   * Holds one of the user's places (and one of the total) without a session's: for work done
+   * before the session is known to be the user's (an ownership lookup), so that a flood of
+   * chats naming unknown sessions is bounded by the user's share.
+   */
+  holdUser: (userId: string) => 'total_cap' | 'user_cap' | (() => void)
   open: (requestId: string, sessionId: string, timeoutMs: number, callbacks: PendingCallbacks, userId?: string) => void
   deliver: (reply: ReplyEnvelope) => Delivery
   cancel: (requestId: string) => boolean
@@ -192,6 +198,19 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
         if (!held) return
         held = false
         reservedBySession.remove(sessionId)
+        reservedByUser.remove(userId)
+        reservedTotal--
+      }
+    },
+    holdUser (userId) {
+      if (entries.size + reservedTotal >= options.maxPending) return 'total_cap'
+      if (perUser.get(userId) + reservedByUser.get(userId) >= maxPerUser) return 'user_cap'
+      reservedByUser.add(userId)
+      reservedTotal++
+      let held = true
+      return () => {
+        if (!held) return
+        held = false
         reservedByUser.remove(userId)
         reservedTotal--
       }

@@ -70,8 +70,17 @@ export function runChat (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink): () 
     deps.chat.checkOpen()
     // Ownership before a place under the caps: a stranger naming someone else's session must
     // not hold that session's places (nor spend its owner's share) while being refused.
-    const owned = deps.persistence.owns(turn.userId, turn.sessionId)
-    if (!(owned === true || (owned !== false && await owned))) throw new TetherError('session_not_found')
+    const known = deps.persistence.owns(turn.userId, turn.sessionId)
+    let owned: boolean
+    if (typeof known === 'boolean') {
+      owned = known
+    } else {
+      // A database lookup: it holds one of the user's places while it runs, so a flood of
+      // chats naming sessions nobody has seen costs that user their share, not everyone the pool.
+      const hold = deps.chat.holdUser(turn.userId)
+      try { owned = await known() } finally { hold() }
+    }
+    if (!owned) throw new TetherError('session_not_found')
     if (gone()) return
     // Held while the message is screened and stored, so concurrent chats cannot all pass the caps.
     const held = deps.chat.reserve(turn.sessionId, turn.userId)

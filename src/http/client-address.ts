@@ -21,9 +21,10 @@ export function normalizeAddress (text: string): string | null {
   const raw = text.trim()
   const family = isIP(raw)
   if (family === 4) return raw
-  if (family !== 6) return null
-  const url = new URL(`http://[${raw}]/`)
-  const v6 = url.hostname.slice(1, -1)
+  // A zone id ("fe80::1%eth0") passes isIP but names no client we could limit.
+  if (family !== 6 || raw.includes('%')) return null
+  let v6: string
+  try { v6 = new URL(`http://[${raw}]/`).hostname.slice(1, -1) } catch { return null }
   // ::ffff:a.b.c.d (or its hex form): an IPv4 client on an IPv6 socket.
   const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6)
   if (mapped !== null) {
@@ -34,10 +35,25 @@ export function normalizeAddress (text: string): string | null {
   return v6
 }
 
+/**
+ * The key of the per-address limits: an IPv4 address as it is, an IPv6 one by its /64. One
+ * host is usually given a whole /64, so keying by the full address would give it 2^64 keys.
+ */
+export function addressBucket (address: string): string {
+  if (isIP(address) !== 6) return address
+  const groups = new URL(`http://[${address}]/`).hostname.slice(1, -1)
+  // Expand "::" so the first four groups are the prefix.
+  const [head = '', tail = ''] = groups.split('::')
+  const h = head === '' ? [] : head.split(':')
+  const tl = groups.includes('::') ? (tail === '' ? [] : tail.split(':')) : []
+  const full = [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl]
+  return `${full.slice(0, 4).join(':')}::/64`
+}
+
 /** Whether `entry` is an address or a network (address/prefix): the form TRUST_PROXY takes. */
 export function isAddressOrNetwork (entry: string): boolean {
   const [address, prefix, ...rest] = entry.split('/')
-  if (rest.length > 0 || address === undefined) return false
+  if (rest.length > 0 || address === undefined || address.includes('%')) return false
   const family = isIP(address)
   if (family === 0) return false
   if (prefix === undefined) return true

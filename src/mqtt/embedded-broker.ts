@@ -27,12 +27,30 @@ export interface EmbeddedBrokerOptions {
   log: Logger
   credentials: BrokerCredentials
   topicPrefix: string
+  /** The gateway's client id (INSTANCE_ID), which no worker account may take. */
+  gatewayClientId: string
   /** A client was refused (bad login, or a topic outside its role), for the metrics. */
   onRefused?: (what: 'login' | 'publish' | 'subscribe') => void
 }
 
-/** MQTT 3.1.1 3.2.2.3: CONNACK return code 4, "bad user name or password". */
+/** MQTT 3.1.1 3.2.2.3: CONNACK return codes 2, "identifier rejected", and 4, "bad user name or password". */
+const IDENTIFIER_REJECTED = 2
 const BAD_LOGIN = 4
+
+/**
+ * The largest payload the embedded broker passes on: deploy/mosquitto's max_packet_size. This
+ * broker runs inside the gateway, so what it holds is the gateway's memory.
+ */
+export const EMBEDDED_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+/** Why a publish is refused, or null: outside the role's topics, too large, or retained where nothing may be. */
+function publishProblem (role: BrokerRole | undefined, options: EmbeddedBrokerOptions, clientId: string, packet: { topic: string, payload: Buffer | string, retain: boolean }): string | null {
+  if (role === undefined || !mayPublish(role, options.topicPrefix, clientId, packet.topic)) return 'topic not allowed'
+  if (Buffer.byteLength(packet.payload) > EMBEDDED_MAX_PAYLOAD_BYTES) return 'payload too large'
+  // Retained messages live in this process until replaced: only the templates are meant to be.
+  if (packet.retain && packet.topic !== `${options.topicPrefix}/templates`) return 'retain not allowed'
+  return null
+}
 
 function installAccessControl (broker: Aedes, options: EmbeddedBrokerOptions): void {
   const roles = new WeakMap<Client, BrokerRole>()
@@ -47,15 +65,25 @@ function installAccessControl (broker: Aedes, options: EmbeddedBrokerOptions): v
       done(err, false)
       return
     }
+    // A client id names one connection: a worker that logged in with the gateway's id would
+    // throw the gateway off the broker (the broker drops the older of two clients of one id).
+    if (role === 'worker' && client.id === options.gatewayClientId) {
+      log.warn({ client_id: client.id.slice(0, 64) }, 'embedded MQTT broker: a worker account used the gateway\'s client id; refused')
+      options.onRefused?.('login')
+      const err = new Error('client id reserved') as AuthenticateError
+      err.returnCode = IDENTIFIER_REJECTED
+      done(err, false)
+      return
+    }
     roles.set(client, role)
     done(null, true)
   }
   broker.authorizePublish = (client, packet, callback) => {
     // null: a publish by the broker itself (a will is checked when it is set, below).
     if (client === null) { callback(null); return }
-    const role = roles.get(client)
-    if (role !== undefined && mayPublish(role, options.topicPrefix, client.id, packet.topic)) { callback(null); return }
-    log.warn({ client_id: client.id.slice(0, 64), topic: packet.topic.slice(0, 200) }, 'embedded MQTT broker: publish refused')
+    const problem = publishProblem(roles.get(client), options, client.id, packet)
+    if (problem === null) { callback(null); return }
+    log.warn({ client_id: client.id.slice(0, 64), topic: packet.topic.slice(0, 200), problem }, 'embedded MQTT broker: publish refused')
     options.onRefused?.('publish')
     callback(new Error('publish not authorized'))
   }

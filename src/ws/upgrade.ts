@@ -119,6 +119,15 @@ export function upgradeHandler<T> (deps: UpgradeDeps, spec: UpgradeSpec<T>): (re
       return
     }
     if (!(checked instanceof Promise)) { upgrade(checked); return }
-    checked.then((data) => { if (!ex.aborted) upgrade(data) }, refuse)
+    checked.then((data) => {
+      if (ex.aborted) return
+      // A throw here would be an unhandled rejection, which ends the process (main.ts).
+      try { upgrade(data) } catch (err) {
+        deps.log.error({ request_id: ex.requestId, route: spec.route, err: err instanceof Error ? err.stack : String(err) }, 'websocket upgrade threw')
+        if (!ex.answered) refuse(err)
+      }
+    }, refuse).catch((err: unknown) => {
+      deps.log.error({ request_id: ex.requestId, route: spec.route, err: err instanceof Error ? err.stack : String(err) }, 'refusing a websocket upgrade threw')
+    })
   }
 }

@@ -2,6 +2,7 @@ import http from 'node:http'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { createTokens } from '../../src/auth/tokens.js'
+import hashPassword from '../../workers/hash-password.worker.js'
 import { systemClock, type Clock } from '../../src/clock.js'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway, TEST_AUTH_SECRET, type Gateway, type HttpAnswer } from '../fixtures/gateway.js'
@@ -321,6 +322,22 @@ t.test('a valid token of a deleted account is 401 unauthorized', async (t) => {
   t.teardown(() => client.end())
   await client.query('DELETE FROM users WHERE id = $1', [ghost.id])
   expectError(t, await gw.request('GET', '/api/auth/me', undefined, { token: ghost.token }), 401, 'unauthorized')
+})
+
+t.test('a hash cheaper than PASSWORD_HASH_COST is replaced at the next successful login', async (t) => {
+  // The fixture hashes at 2^12; a hash from before a cost raise is planted at 2^10.
+  const gw = await sharedGateway()
+  const old = await gw.newUser('old-hash', 'the old password')
+  const client = new pg.Client({ connectionString: gw.databaseUrl })
+  await client.connect()
+  t.teardown(() => client.end())
+  await client.query('UPDATE users SET password_hash = $1 WHERE id = $2', [await hashPassword({ password: 'the old password', cost: 10 }), old.id])
+  const stored = async (): Promise<string> => (await client.query<{ password_hash: string }>('SELECT password_hash FROM users WHERE id = $1', [old.id])).rows[0]?.password_hash ?? ''
+  t.match(await stored(), /^scrypt\$1024\$/)
+  const login = await gw.request('POST', '/api/auth/login', JSON.stringify({ username: 'old-hash', password: 'the old password' }), { anonymous: true })
+  t.equal(login.status, 200, 'the old hash still verifies')
+  await waitFor(async () => (await stored()).startsWith('scrypt$4096$'), { what: 'the hash upgraded to the current cost' })
+  t.equal((await gw.request('POST', '/api/auth/login', JSON.stringify({ username: 'old-hash', password: 'the old password' }), { anonymous: true })).status, 200, 'and the new one verifies')
 })
 
 /**

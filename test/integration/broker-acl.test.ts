@@ -38,14 +38,24 @@ async function granted (c: MqttClient, topic: string): Promise<number> {
   }
 }
 
+/**
+ * A publish the broker refuses may never be acknowledged (aedes drops the connection, and the
+ * client waits to resend): wait for it a short while at most.
+ */
+async function settled (publish: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([publish.catch(() => {}), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
+  clearTimeout(timer)
+}
+
 /** Whether `reader` receives what `writer` publishes on `topic` within a short wait. */
-async function flows (reader: MqttClient, writer: MqttClient, topic: string): Promise<boolean> {
-  const marker = `m-${Math.random().toString(16).slice(2)}`
+async function flows (reader: MqttClient, writer: MqttClient, topic: string, body?: Buffer): Promise<boolean> {
+  const marker = body ?? `m-${Math.random().toString(16).slice(2)}`
   let seen = false
-  const onMessage = (_topic: string, payload: Buffer): void => { if (payload.toString() === marker) seen = true }
+  const onMessage = (_topic: string, payload: Buffer): void => { if (payload.equals(Buffer.from(marker))) seen = true }
   reader.on('message', onMessage)
   try {
-    await writer.publishAsync(topic, marker, { qos: 1 }).catch(() => {})
+    await settled(writer.publishAsync(topic, marker, { qos: 1 }))
     try { await waitFor(() => seen, { timeoutMs: 500, what: 'the message' }) } catch { /* not delivered */ }
     return seen
   } finally {
@@ -100,6 +110,21 @@ t.test('the embedded broker refuses anonymous and wrong logins, and holds each a
   t.notOk(await flows(worker, other, 'llm/chat/reply/anyone'), 'another worker\'s reply does not reach it')
   const gateway = await client(t, as(accounts.gateway))
   t.equal(await granted(gateway, 'llm/chat/request'), 128, 'the gateway account reads no requests')
+  await t.rejects(mqtt.connectAsync(as(accounts.worker), { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, clientId: gw.tether.link.clientId }),
+    'a worker account cannot take the gateway\'s client id (it would throw the gateway off the broker)')
+  t.ok(gw.tether.link.isUp, 'and the gateway\'s link stayed up')
+  // The broker lives in the gateway's process: what it would hold is the gateway's memory.
+  const listener = await client(t, as(accounts.gateway), gw.tether.link.clientId + '-probe-listener')
+  await listener.subscribeAsync('llm/hints/+', { qos: 1 })
+  t.notOk(await flows(listener, await client(t, as(accounts.worker)), 'llm/hints/big', Buffer.alloc(2 * 1024 * 1024, 0x61)), 'a payload over 1 MiB is refused')
+  const retained = await client(t, as(accounts.worker))
+  await settled(retained.publishAsync('llm/hints/kept', 'sticky', { qos: 1, retain: true }))
+  const late = await client(t, as(accounts.gateway), gw.tether.link.clientId + '-late')
+  let replayed = false
+  late.on('message', () => { replayed = true })
+  await late.subscribeAsync('llm/hints/kept', { qos: 1 })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.notOk(replayed, 'a retained hint is refused: nothing replays to a later subscriber')
   // The demo responder uses the worker account: the whole chat path still works.
   const chat = await gw.chat('acl', 'hello')
   t.equal(chat.status, 200, chat.text)

@@ -3,6 +3,7 @@
  * sockets, the password-hashing threads. Each limit is a setting (docs/operations.md,
  * "Security"); each refusal is a clear 429 or 503 and is counted, and nobody else is touched.
  */
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway, type Gateway } from '../fixtures/gateway.js'
@@ -58,6 +59,19 @@ t.test('a stranger posting to someone else\'s session gets 404 and holds none of
   t.equal(gw.tether.pending.size, 0)
 })
 
+t.test('chats naming sessions nobody has seen are looked up within the user\'s share, not as many as the socket sends', async (t) => {
+  const gw = await gateway({ MAX_PENDING_PER_USER: '2' })
+  const socket = await connect(t, wsUrl(gw.port, `/api/chatbot/ws?token=${gw.token}`))
+  // Sent in one go: every ownership lookup would start before the first returns.
+  for (let i = 0; i < 20; i++) socket.send({ type: 'chat', id: `x${i}`, session_id: randomUUID(), content: 'hi' })
+  const answers = await Promise.all(Array.from({ length: 20 }, async (_, i) => await socket.next(`answer to x${i}`, (f) => f?.id === `x${i}`)))
+  const codes = answers.map((a) => a.error as string)
+  t.ok(codes.every((c) => c === 'session_not_found' || c === 'too_many_requests'), codes.join(' '))
+  t.ok(codes.filter((c) => c === 'session_not_found').length <= 10, 'most never reached the database')
+  t.ok(codes.includes('too_many_requests'), 'the rest were refused at once with the user\'s cap')
+  t.equal(gw.tether.pending.size, 0)
+})
+
 t.test('sessions per user are rate-limited by SESSION_CREATE_PER_MINUTE with Retry-After', async (t) => {
   const gw = await gateway({ SESSION_CREATE_PER_MINUTE: '3' })
   const statuses: number[] = []
@@ -110,9 +124,10 @@ t.test('registrations per address are rate-limited by REGISTER_PER_ADDRESS_PER_H
 })
 
 t.test('a registration flood does not starve logins: they keep their share of the hashing threads', async (t) => {
-  // Real cost, one thread, a short queue: before the share, the flood filled the queue and
-  // every login in the window got 503 overloaded.
-  const gw = await gateway({ PASSWORD_HASH_COST: '14', WORKER_THREADS: '1', WORKER_MAX_QUEUE: '4', REGISTER_PER_ADDRESS_PER_HOUR: '1000000' })
+  // Real cost, one thread, a short queue, registrations' share at its default (twice the
+  // threads): before the share, the flood filled the queue and every login in the window got
+  // 503 overloaded.
+  const gw = await gateway({ PASSWORD_HASH_COST: '14', WORKER_THREADS: '1', WORKER_MAX_QUEUE: '4', REGISTER_PER_ADDRESS_PER_HOUR: '1000000', REGISTER_MAX_CONCURRENT: '0' })
   await gw.newUser('real-user', 'the real password')
   let flooding = true
   let n = 0

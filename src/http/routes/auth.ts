@@ -9,6 +9,7 @@ import type { Tokens } from '../../auth/tokens.js'
 import type { Accounts } from '../../db/accounts.js'
 import { TetherError } from '../../errors.js'
 import type { Logger } from '../../log.js'
+import { addressBucket } from '../client-address.js'
 import { jsonRoute, required, type RouteDeps } from '../request-context.js'
 import type { Handler } from '../server.js'
 import { checkText } from '../validate.js'
@@ -48,7 +49,7 @@ export function registerHandler (deps: AuthRouteDeps): Handler {
       const name = username(body.username)
       const pw = password(body.password)
       // Every well-formed attempt counts, taken or not: the cost is the hash, not the account.
-      const key = `ip:${remoteAddress}`
+      const key = `ip:${addressBucket(remoteAddress)}`
       const verdict = deps.registrations.check(key)
       if (!verdict.allowed) {
         deps.log.warn({ request_id: ex.requestId }, 'registration rate-limited')
@@ -56,10 +57,17 @@ export function registerHandler (deps: AuthRouteDeps): Handler {
         throw new TetherError('rate_limited', 'Too many registrations from this address; retry later.', verdict.retryAfterS)
       }
       deps.registrations.fail(key)
-      // Before the hash: with the database down this answers 503 without spending scrypt.
-      const accounts = deps.accounts()
-      const hash = await deps.passwords.hash(pw)
-      const user = await accounts.create(name, hash)
+      let user: Awaited<ReturnType<Accounts['create']>>
+      try {
+        // Before the hash: with the database down this answers 503 without spending scrypt.
+        const accounts = deps.accounts()
+        const hash = await deps.passwords.hash(pw)
+        user = await accounts.create(name, hash)
+      } catch (err) {
+        // Refused for the server's reasons (503): the attempt is given back.
+        deps.registrations.refund(key)
+        throw err
+      }
       if (user === null) throw new TetherError('username_taken')
       deps.log.info({ request_id: ex.requestId, user_id: user.id }, 'user registered')
       return { status: 201, body: { id: user.id, username: user.username } }
@@ -77,7 +85,7 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       const name = required(checkText('username', body.username, { max: 256 }))
       const pw = required(checkText('password', body.password, { max: 256 }))
       const userKey = `user:${name.toLowerCase()}`
-      const ipKey = `ip:${remoteAddress}`
+      const ipKey = `ip:${addressBucket(remoteAddress)}`
       for (const key of [userKey, ipKey]) {
         const verdict = deps.limiter.check(key)
         if (!verdict.allowed) {
@@ -108,6 +116,16 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       }
       deps.limiter.reset(userKey)
       deps.limiter.refund(ipKey)
+      if (deps.passwords.outdated(user.password_hash)) {
+        // In the background: the login is answered now, and a failure only postpones the upgrade.
+        const previous = user.password_hash
+        deps.passwords.hash(pw)
+          .then(async (next) => { await deps.accounts().replaceHash(user.id, previous, next) })
+          .then(
+            () => { deps.log.info({ user_id: user.id }, 'password hash upgraded to the current cost') },
+            (err: unknown) => { deps.log.warn({ user_id: user.id, err: err instanceof Error ? err.message : String(err) }, 'upgrading a password hash failed; retried at the next login') }
+          )
+      }
       const { token, expiresAt } = deps.tokens.sign(user.id, user.username)
       return { status: 200, body: { token, expires_at: expiresAt.toISOString(), user: { id: user.id, username: user.username } } }
     }

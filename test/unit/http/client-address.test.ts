@@ -1,6 +1,6 @@
 import t from 'tap'
 import { parseTrustProxy } from '../../../src/config.js'
-import { createClientAddress, isAddressOrNetwork, normalizeAddress } from '../../../src/http/client-address.js'
+import { addressBucket, createClientAddress, isAddressOrNetwork, normalizeAddress } from '../../../src/http/client-address.js'
 
 t.test('TRUST_PROXY takes off, 1 (loopback) or a list of addresses and networks, and refuses anything else', async (t) => {
   t.same(parseTrustProxy('0'), [])
@@ -30,4 +30,18 @@ t.test('X-Real-IP counts only from a trusted proxy, and only when it is one vali
   t.equal(address('127.0.0.1', ''), '127.0.0.1')
   const off = createClientAddress([])
   t.equal(off('127.0.0.1', '192.0.2.7'), '127.0.0.1', 'TRUST_PROXY off: the header is never read')
+})
+
+t.test('per-address limits key IPv6 clients by their /64, IPv4 ones by the address', async (t) => {
+  t.equal(addressBucket('2001:db8:1:2:aaaa:bbbb:cccc:dddd'), '2001:db8:1:2::/64')
+  t.equal(addressBucket('2001:db8:1:2::1'), '2001:db8:1:2::/64', 'one host\'s many addresses share one key')
+  t.equal(addressBucket('2001:db8::1'), '2001:db8:0:0::/64')
+  t.equal(addressBucket('::1'), '0:0:0:0::/64')
+  t.equal(addressBucket('192.0.2.7'), '192.0.2.7')
+})
+
+t.test('an IPv6 zone id is not an address a client can claim, nor a proxy entry', async (t) => {
+  t.equal(normalizeAddress('fe80::1%eth0'), null)
+  t.notOk(isAddressOrNetwork('fe80::1%eth0'))
+  t.equal(createClientAddress(['127.0.0.1'])('127.0.0.1', 'fe80::1%eth0'), '127.0.0.1')
 })
