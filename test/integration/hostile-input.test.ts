@@ -11,8 +11,8 @@ import { startGateway } from '../fixtures/gateway.js'
 import { done, echo, startScriptedWorker, type ChatRequest } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl } from '../fixtures/ws-client.js'
+import { deep, HOSTILE } from '../fixtures/hostile-json.js'
 
-const deep = (n: number): string => '['.repeat(n) + ']'.repeat(n)
 
 const broker = await startTestBroker()
 t.teardown(() => broker.close())
@@ -83,3 +83,25 @@ t.test('a worker reply holding a NUL is stored and answered without it, not a 50
   const history = await gw.request('GET', `/api/chatbot/sessions/${await gw.sessionId('nul')}/messages`)
   t.same(history.json.map((m: { content: string }) => m.content), ['nul please', 'beforeafter'])
 })
+
+t.test('every hostile input of the fuzz list, through both sockets and both MQTT topics a peer can write, leaves the gateway serving', async (t) => {
+  const sessionId = await gw.sessionId('fuzz')
+  const hints = await connect(t, wsUrl(gw.port, `/api/mqtt/ws/hints/${sessionId}?token=${gw.token}`))
+  const chat = await connect(t, wsUrl(gw.port, `/api/chatbot/ws?token=${gw.token}`))
+  const replyTo = `llm/chat/reply/${gw.tether.link.clientId}`
+  for (const text of HOSTILE) {
+    // Frames over WS_MAX_PAYLOAD_BYTES close the socket by design (1009): those go by MQTT only.
+    if (Buffer.byteLength(text) <= 16_384) {
+      hints.send(text)
+      chat.send(text)
+    }
+    await peer.client.publishAsync(`llm/hints/${sessionId}`, text, { qos: 1 })
+    await peer.client.publishAsync(replyTo, text, { qos: 1 })
+  }
+  t.equal(await gw.metric('tether_handler_errors_total', { handler: 'ws_message' }), 0, 'no handler threw')
+  t.equal(await gw.metric('tether_handler_errors_total', { handler: 'mqtt_message' }), 0)
+  t.notOk(hints.isClosed, `the hints socket is open (${hints.closeInfo})`)
+  t.notOk(chat.isClosed, `the chat socket is open (${chat.closeInfo})`)
+  await stillServing(t, 'after the whole list')
+})
+

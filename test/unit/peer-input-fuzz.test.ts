@@ -13,6 +13,7 @@ import { parseReply } from '../../src/mqtt/protocol.js'
 import { parseFrame } from '../../src/ws/frames.js'
 import { hintFrame } from '../../src/ws/hint-hub.js'
 import { pickToken } from '../../src/ws/upgrade.js'
+import { deep, HOSTILE } from '../fixtures/hostile-json.js'
 
 /** mulberry32: small, seeded, good enough to spread cases. */
 function rng (seed: number): () => number {
@@ -24,30 +25,6 @@ function rng (seed: number): () => number {
     return ((x ^ (x >>> 14)) >>> 0) / 4294967296
   }
 }
-
-const deep = (n: number): string => '['.repeat(n) + ']'.repeat(n)
-const deepObject = (n: number): string => '{"a":'.repeat(n) + '1' + '}'.repeat(n)
-
-/** Hand-picked hostile texts, each a shape that has broken a JSON handler somewhere. */
-const HOSTILE: string[] = [
-  `{"type":"state","data":${deep(5000)}}`,
-  `{"type":"chat","id":"a","session_id":"s","content":"x","extra":${deep(100_000)}}`,
-  `{"v":1,"request_id":"r","type":"done","content":"x","pad":${deepObject(20_000)}}`,
-  deep(1_000_000),
-  '{"__proto__":{"polluted":true},"type":"state","data":{"__proto__":{"x":1}}}',
-  '{"constructor":{"prototype":{"polluted":true}},"type":"chat"}',
-  '{"type":"chat","id":"x","session_id":"s","content":"\\ud800"}',
-  '{"type":"chat","id":"x","session_id":"s","content":"a\\u0000b"}',
-  '{"v":1,"request_id":"r","type":"chunk","delta":"\\u0000\\udfff"}',
-  '{"v":1e999,"request_id":"r","type":"done","content":"x"}',
-  '{"v":1,"request_id":"r","type":"done","content":' + '9'.repeat(5000) + '}',
-  `{"type":"chat","id":"x","session_id":"s","content":"${'a'.repeat(1024 * 1024)}"}`,
-  '{"type":["chat"],"id":{},"session_id":null,"content":42}',
-  '{"type":"state"}',
-  'null', 'true', '[]', '"type"', '1e309', '-0', '',
-  '{"v":1,"request_id":"../../#","type":"error","error":"x"}',
-  '{"v":1,"request_id":"r","type":"done","content":"x"}' + ' '.repeat(10_000) + 'x'
-]
 
 function randomText (next: () => number): string {
   const pieces = ['{', '}', '[', ']', '"', '\\', ':', ',', '"type"', '"state"', '"chat"', '"data"', '1e308', 'null', '\\u0000', '\\ud83d', '__proto__', ' ', 'a']
