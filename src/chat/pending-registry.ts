@@ -120,6 +120,21 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
   let reservedTotal = 0
   const maxPerUser = options.maxPendingPerUser ?? Number.POSITIVE_INFINITY
 
+  /** Takes a place (the session's too, unless null); the returned release is idempotent. */
+  function hold (sessionId: string | null, userId: string): () => void {
+    if (sessionId !== null) reservedBySession.add(sessionId)
+    reservedByUser.add(userId)
+    reservedTotal++
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      if (sessionId !== null) reservedBySession.remove(sessionId)
+      reservedByUser.remove(userId)
+      reservedTotal--
+    }
+  }
+
   function admit (sessionId: string, userId = sessionId): Admission {
     if (entries.size + reservedTotal >= options.maxPending) return 'total_cap'
     if (perSession.get(sessionId) + reservedBySession.get(sessionId) >= options.maxPendingPerSession) return 'session_cap'
@@ -189,31 +204,12 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
     admit,
     reserve (sessionId, userId = sessionId) {
       const admission = admit(sessionId, userId)
-      if (admission !== 'ok') return admission
-      reservedBySession.add(sessionId)
-      reservedByUser.add(userId)
-      reservedTotal++
-      let held = true
-      return () => {
-        if (!held) return
-        held = false
-        reservedBySession.remove(sessionId)
-        reservedByUser.remove(userId)
-        reservedTotal--
-      }
+      return admission === 'ok' ? hold(sessionId, userId) : admission
     },
     holdUser (userId) {
       if (entries.size + reservedTotal >= options.maxPending) return 'total_cap'
       if (perUser.get(userId) + reservedByUser.get(userId) >= maxPerUser) return 'user_cap'
-      reservedByUser.add(userId)
-      reservedTotal++
-      let held = true
-      return () => {
-        if (!held) return
-        held = false
-        reservedByUser.remove(userId)
-        reservedTotal--
-      }
+      return hold(null, userId)
     },
     open (requestId, sessionId, timeoutMs, callbacks, userId = sessionId) {
       // Replacing a live entry would orphan its actor, whose deadline would later settle the

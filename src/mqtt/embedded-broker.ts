@@ -56,25 +56,18 @@ function installAccessControl (broker: Aedes, options: EmbeddedBrokerOptions): v
   const roles = new WeakMap<Client, BrokerRole>()
   const { log } = options
   broker.authenticate = (client, username, password, done) => {
-    const role = roleOf(options.credentials, username, password)
-    if (role === null) {
-      log.warn({ client_id: client.id.slice(0, 64) }, 'embedded MQTT broker: login refused')
+    const refuse = (returnCode: number, why: string): void => {
+      log.warn({ client_id: client.id.slice(0, 64) }, `embedded MQTT broker: login refused (${why})`)
       options.onRefused?.('login')
-      const err = new Error('bad user name or password') as AuthenticateError
-      err.returnCode = BAD_LOGIN
+      const err = new Error(why) as AuthenticateError
+      err.returnCode = returnCode
       done(err, false)
-      return
     }
+    const role = roleOf(options.credentials, username, password)
+    if (role === null) { refuse(BAD_LOGIN, 'bad user name or password'); return }
     // A client id names one connection: a worker that logged in with the gateway's id would
     // throw the gateway off the broker (the broker drops the older of two clients of one id).
-    if (role === 'worker' && client.id === options.gatewayClientId) {
-      log.warn({ client_id: client.id.slice(0, 64) }, 'embedded MQTT broker: a worker account used the gateway\'s client id; refused')
-      options.onRefused?.('login')
-      const err = new Error('client id reserved') as AuthenticateError
-      err.returnCode = IDENTIFIER_REJECTED
-      done(err, false)
-      return
-    }
+    if (role === 'worker' && client.id === options.gatewayClientId) { refuse(IDENTIFIER_REJECTED, 'a worker account used the gateway\'s client id'); return }
     roles.set(client, role)
     done(null, true)
   }

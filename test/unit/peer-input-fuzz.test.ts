@@ -14,17 +14,8 @@ import { parseFrame } from '../../src/ws/frames.js'
 import { hintFrame } from '../../src/ws/hint-hub.js'
 import { pickToken } from '../../src/ws/upgrade.js'
 import { deep, HOSTILE } from '../fixtures/hostile-json.js'
+import { seeded } from '../fixtures/seeded-random.js'
 
-/** mulberry32: small, seeded, good enough to spread cases. */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function randomText (next: () => number): string {
   const pieces = ['{', '}', '[', ']', '"', '\\', ':', ',', '"type"', '"state"', '"chat"', '"data"', '1e308', 'null', '\\u0000', '\\ud83d', '__proto__', ' ', 'a']
@@ -89,7 +80,7 @@ t.test('__proto__ in peer JSON stays an own property and pollutes nothing', asyn
 })
 
 t.test('20,000 seeded random inputs (structured text and raw bytes): no parser throws', async (t) => {
-  const next = rng(0x7e7e7)
+  const next = seeded(0x7e7e7)
   let failures = 0
   let first = ''
   for (let i = 0; i < 20_000; i++) {

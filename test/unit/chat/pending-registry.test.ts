@@ -7,6 +7,7 @@ import {
 } from '../../../src/chat/pending-registry.js'
 import type { Clock } from '../../../src/clock.js'
 import type { ReplyEnvelope } from '../../../src/mqtt/protocol.js'
+import { seeded } from '../../fixtures/seeded-random.js'
 
 /** The part of a tap test the helpers below need. */
 interface Scope {
@@ -354,16 +355,6 @@ t.test('a request opened from inside a settlement callback is tracked', async (t
   t.equal(clock.liveTimers, 0)
 })
 
-/** A small deterministic PRNG (mulberry32), so the mix below is the same on every run. */
-function seeded (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 type Fate = 'done' | 'chunked' | 'error' | 'abort' | 'timeout'
 type Expected = 'done' | 'worker_error' | 'cancelled' | 'timedOut' | 'link_down'

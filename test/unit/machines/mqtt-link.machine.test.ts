@@ -7,6 +7,7 @@ import {
   type LinkInput
 } from '../../../machines/mqtt-link.machine.js'
 import { CountingClock } from '../../fixtures/counting-clock.js'
+import { seeded } from '../../fixtures/seeded-random.js'
 
 /** The part of a tap test the helpers below need. */
 interface Scope {
@@ -119,16 +120,6 @@ function expectedBackoff (attempt: number, random: number): number {
   return Math.floor(random * Math.min(CAP_MS, BASE_MS * 2 ** attempt))
 }
 
-/** A small deterministic PRNG (mulberry32), so "random" inputs are the same on every run. */
-function seeded (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('a new link starts connecting and opens one connection', async (t) => {
   const link = startLink(t)
