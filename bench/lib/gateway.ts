@@ -82,6 +82,7 @@ export function gatewayEnv (o: Omit<GatewayOptions, 'logFile' | 'readyTimeoutMs'
     SESSION_CREATE_PER_MINUTE: '1000000',
     WS_MAX_PER_USER: '1000000',
     REGISTER_PER_ADDRESS_PER_HOUR: '1000000',
+    REGISTER_MAX_CONCURRENT: '100000',
     MAX_PENDING: '20000',
     // The config's maximum: the per-session cap must never be what the bench measures.
     MAX_PENDING_PER_SESSION: '10000',

@@ -42,6 +42,7 @@ export function wsGatewayEnv (o: { port: number, mqttUrl: string, prefix: string
     SESSION_CREATE_PER_MINUTE: '1000000',
     WS_MAX_PER_USER: '1000000',
     REGISTER_PER_ADDRESS_PER_HOUR: '1000000',
+    REGISTER_MAX_CONCURRENT: '100000',
     MAX_PENDING: '20000',
     // The config's maximum: the per-session cap (default 4) must not be what the chat phase measures.
     MAX_PENDING_PER_SESSION: '10000',
