@@ -201,6 +201,16 @@ export const mqttLinkMachine = setup({
 })
 
 /** The top-level state name, which is what health, metrics and logs report. */
+/**
+ * The one rule for whether the link can carry a chat in a state (admission, /readyz, health,
+ * the status page and metrics all ask this). `stale` can: a probe is a suspicion, not an
+ * outage, and an idle link is probed every keepalive period. A chat sent meanwhile waits in the
+ * socket like any other; if the probe fails the link drops and the chat is answered 503 then.
+ */
+export function carriesChats (state: LinkStateName): boolean {
+  return state === 'connected' || state === 'stale'
+}
+
 export function linkStateName (value: unknown): LinkStateName {
   if (typeof value === 'string') return value as LinkStateName
   return Object.keys(value as object)[0] as LinkStateName

@@ -2,7 +2,7 @@
  * What /api/health and /api/health/mqtt say, computed from the live objects. Pure given its
  * sources, so the status rules (contract: Precise rules, /api/health status) are unit-tested.
  */
-import type { LinkStateName } from '../machines/mqtt-link.machine.js'
+import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { LinkTransition } from './mqtt/mqtt-link.js'
 
 export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
@@ -75,14 +75,13 @@ export function computeHealth (src: HealthSources): HealthReport {
   if (link.state === 'givingUp') {
     issues.push(`mqtt link giving up after ${link.attempts} reconnect attempts; still retrying every cap interval`)
     worsen('unhealthy')
-  } else if (link.state !== 'connected' && link.state !== 'stale') {
+  } else if (!carriesChats(link.state)) {
     const downMs = link.downSince === null ? 0 : now - link.downSince
     issues.push(`mqtt link ${link.state} for ${Math.round(downMs / 1000)}s`)
     worsen(downMs >= LINK_DOWN_UNHEALTHY_MS ? 'unhealthy' : 'degraded')
-  } else if (link.state === 'stale') {
-    issues.push('mqtt link stale: probing the broker')
-    worsen('degraded')
   }
+  // `stale` is a probe in progress (every idle keepalive period has one): chats still flow,
+  // so it is healthy; a probe that fails makes the link `reconnecting`, which is not.
   const db = src.db()
   if (db.status !== 'up') {
     const downMs = db.downSince === null ? 0 : now - db.downSince

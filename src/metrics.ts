@@ -4,7 +4,7 @@
  * into series. Names follow tether_<area>_<what>_<unit>; no label ever holds an id.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { LinkStateName } from '../machines/mqtt-link.machine.js'
+import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { Settlement } from './chat/pending-registry.js'
 import type { ReplyDrop } from './chat/chat-service.js'
 
@@ -76,6 +76,12 @@ export function createMetrics (): Metrics {
     }
   })
   void linkState
+  new Gauge({
+    name: 'tether_mqtt_link_carries_chats',
+    help: '1 while the link can carry chats (connected, or stale while a probe runs: the rule admission and /readyz use), 0 while chats get 503.',
+    registers: [registry],
+    collect () { this.set(sources !== null && carriesChats(sources.linkState()) ? 1 : 0) }
+  })
   const transitions = new Counter({
     name: 'tether_mqtt_link_transitions_total',
     help: 'MQTT link state transitions.',

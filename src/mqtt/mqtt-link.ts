@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { MqttClient } from 'mqtt'
 import { createActor, type Actor } from 'xstate'
-import { linkStateName, mqttLinkMachine, type LinkStateName } from '../../machines/mqtt-link.machine.js'
+import { carriesChats, linkStateName, mqttLinkMachine, type LinkStateName } from '../../machines/mqtt-link.machine.js'
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import { openClient } from './open-client.js'
@@ -45,7 +45,7 @@ export interface MqttLink {
   start: () => void
   /** Clean DISCONNECT; resolves when the socket is closed (bounded by the connect timeout). */
   stop: () => Promise<void>
-  /** False (and nothing queued) unless the link is `connected`. */
+  /** False (and nothing queued) unless the link carries chats (carriesChats: connected or stale). */
   publish: (topic: string, payload: string | Buffer, qos: QoS) => boolean
   /**
    * Keeps `topic` (a filter) subscribed across reconnects. Messages are routed to `handler` by
@@ -260,7 +260,9 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         state = next
         transitions.push(t)
         if (transitions.length > HISTORY) transitions.shift()
-        const level = next === 'connected' || next === 'closed' || next === 'connecting' ? 'info' : 'warn'
+        // A routine probe (connected -> stale -> connected) is debug; a failed one is the warning.
+        const routine = next === 'stale' || (t.from === 'stale' && next === 'connected')
+        const level = routine ? 'debug' : next === 'connected' || next === 'closed' || next === 'connecting' ? 'info' : 'warn'
         log[level]({ from: t.from, to: t.to, reason: t.reason, attempts: snapshot.context.attempts }, 'mqtt link transition')
         events.emit('transition', t)
       })
@@ -273,7 +275,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       actor.stop()
     },
     publish (topic, payload, qos) {
-      if (state !== 'connected' || client === null) return false
+      if (!carriesChats(state) || client === null) return false
       client.publish(topic, payload, { qos })
       return true
     },
@@ -296,7 +298,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       if (state === 'connected') send({ type: 'WAKE' })
     },
     get state () { return state },
-    get isUp () { return state === 'connected' },
+    get isUp () { return carriesChats(state) },
     get attempts () { return actor?.getSnapshot().context.attempts ?? 0 },
     get maxAttempts () { return options.maxReconnectAttempts },
     get lastActivityAt () { return lastInboundAt },

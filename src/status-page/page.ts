@@ -226,7 +226,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     text('link-state', link.state);
     setTone($('link-state'), 'state', t);
     setTone($('link-card'), 'card link-card', 'edge-' + t);
-    var up = link.state === 'connected' || link.state === 'stale';
+    var up = link.connected; // the server's one rule (carriesChats): connected, or stale while probed
     text('link-since-label', up ? 'up since' : 'down since');
     text('link-since', link.since === null ? (up ? 'before the transitions below' : 'start-up') : clock(link.since) + ' (' + duration(now - Date.parse(link.since)) + ')');
     text('link-activity', link.last_activity_seconds_ago.toFixed(1) + ' s ago');

@@ -4,6 +4,7 @@
  * Counters are totals since start; the page derives rates from two snapshots, so nothing
  * here keeps state between requests (and several viewers do not disturb each other).
  */
+import { carriesChats } from '../../machines/mqtt-link.machine.js'
 import { computeHealth, computeMqttHealth, type HealthSources, type HealthStatus } from '../health.js'
 
 /** One labelled value of a prom-client metric (what `metric.get()` lists). */
@@ -44,6 +45,7 @@ export interface StatusReport {
   issues: string[]
   link: {
     state: string
+    /** Whether the link carries chats (carriesChats: connected, or stale while a probe runs). */
     connected: boolean
     client_id: string
     /**
@@ -80,7 +82,7 @@ export function computeStatus (src: HealthSources, counters: StatusCounters): St
     subscribers: { hint_sessions: number }
   }
   const transitions = mqtt.recent_transitions
-  const up = health.mqtt.state === 'connected' || health.mqtt.state === 'stale'
+  const up = carriesChats(health.mqtt.state)
   const cameUp = transitions.findLast((tr) => tr.to === 'connected' && tr.from !== 'stale')
   const downSince = src.link.downSince
   const since = up
@@ -89,7 +91,6 @@ export function computeStatus (src: HealthSources, counters: StatusCounters): St
 
   const outage: string[] = []
   const state = health.mqtt.state
-  // `stale` still carries chats while the broker is probed (readiness says the same).
   if (!up) {
     outage.push(`MQTT link ${state}: chats are answered 503 llm_unavailable until it is connected again`)
   }

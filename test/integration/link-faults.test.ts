@@ -190,3 +190,26 @@ t.test('graceful stop lets in-flight chats finish within the grace, answers the 
   await stopping
   t.equal(gw.tether.link.state, 'closed')
 })
+
+t.test('chats sent while a probe runs (stale) are accepted, and answered once the probe succeeds', async (t) => {
+  const broker = await startTestBroker()
+  t.teardown(() => broker.close())
+  await worker(t, broker)
+  // A long probe timeout: the broker is thawed well within it.
+  const gw = await startGateway(t, { MQTT_URL: broker.url, ...FAST_LINK, MQTT_STALE_AFTER_MS: '300', MQTT_PROBE_TIMEOUT_MS: '4000', CHAT_TIMEOUT_MS: '20000', MAX_PENDING_PER_SESSION: '10' })
+  await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
+  await broker.freeze()
+  t.teardown(() => broker.thaw())
+  const first = gw.chat('probe', 'before the probe')
+  await waitFor(() => gw.tether.link.state === 'stale', { what: 'the link probed (stale)' })
+  t.ok(gw.tether.link.isUp, 'a stale link carries chats (carriesChats)')
+  const ready = await gw.request('GET', '/readyz')
+  t.equal(ready.status, 200, '/readyz agrees: ready while probing')
+  const during = gw.chat('probe', 'during the probe')
+  await waitFor(() => gw.tether.pending.size === 2, { what: 'the chat sent during the probe accepted and in flight' })
+  await broker.thaw()
+  const answers = await Promise.all([first, during])
+  t.same(answers.map((a) => a.status), [200, 200], 'both answered once the probe succeeded')
+  t.equal(answers[1]?.json.reply.content, 'echo: during the probe')
+  t.match(gw.tether.link.recentTransitions().map((x) => x.to), ['connected', 'stale', 'connected'])
+})

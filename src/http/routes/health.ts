@@ -1,5 +1,6 @@
 /** /api/health, /api/health/mqtt, /livez, /readyz: cheap, synchronous, never touching the broker. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
+import { carriesChats } from '../../../machines/mqtt-link.machine.js'
 import { computeHealth, computeMqttHealth, type HealthSources } from '../../health.js'
 import type { Tokens } from '../../auth/tokens.js'
 import type { SessionOwners } from '../../chat/session-owners.js'
@@ -47,7 +48,7 @@ export function readyzHandler (hooks: ExchangeHooks, sources: HealthSources): Ha
   return (res, req) => {
     const ex = openExchange(res, req, '/readyz')
     const { state } = sources.link
-    const linkUsable = state === 'connected' || state === 'stale'
+    const linkUsable = carriesChats(state)
     const db = sources.db().status
     const ready = linkUsable && db === 'up' && !sources.shuttingDown()
     sendJson(hooks, ex, ready ? 200 : 503, {
