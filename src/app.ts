@@ -252,7 +252,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const persistence = config.chatMode === 'relay' ? relayChats : storedChats(chats, owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(workers, { maxTokens: config.historyMaxTokens, log }))
     // Spread into both chat transports, whose deps reach runChat whole (no thread hop without filters).
     const screening = config.contentFilters.length === 0 ? {} : { screen: createContentScreen(workers, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) }
-    const retryAfterS = (): number => Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000))
+    const retryAfterS = link.retryAfterS
     const upgradeDeps = (endpoint: 'hints' | 'chat'): UpgradeDeps => ({
       hooks,
       log,

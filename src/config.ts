@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { isAddressOrNetwork, LOOPBACK_PROXIES } from './http/client-address.js'
+import { ID_RULE, isValidId } from './ids.js'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
@@ -143,10 +144,9 @@ function int (min: number, max: number): Parse<number> {
   }
 }
 
-const ID_RE = /^[A-Za-z0-9_-]{1,64}$/
 
 function identifier (raw: string): string | { problem: string } {
-  return ID_RE.test(raw) ? raw : problem(`must match [A-Za-z0-9_-]{1,64}, got "${raw}"`)
+  return isValidId(raw) ? raw : problem(`${ID_RULE}, got "${raw}"`)
 }
 
 function topicPrefix (raw: string): string | { problem: string } {

@@ -114,7 +114,7 @@ export function createChatService (options: ChatServiceOptions): ChatService {
   function checkOpen (): void {
     if (refusing) throw new TetherError('shutting_down')
     if (!link.isUp) {
-      throw new TetherError('llm_unavailable', `The model broker link is ${link.state}.`, Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000)))
+      throw new TetherError('llm_unavailable', `The model broker link is ${link.state}.`, link.retryAfterS())
     }
   }
 
@@ -160,7 +160,7 @@ export function createChatService (options: ChatServiceOptions): ChatService {
       // Publish before opening: a reply cannot arrive before this synchronous call returns,
       // and a refused publish then leaves nothing behind to clean up.
       if (!link.publish(topics.chatRequest, payload, 1)) {
-        throw new TetherError('llm_unavailable', undefined, Math.max(1, Math.ceil(link.nextAttemptInMs() / 1000)))
+        throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
       }
       registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
       if (wasIdle) link.wake()

@@ -4,7 +4,7 @@
  * Failures carry a message that names the field, for the 400 body.
  */
 import { isUtf8 } from 'node:buffer'
-import { isValidId } from '../ids.js'
+import { idRule, isValidId } from '../ids.js'
 import { MAX_JSON_DEPTH, parsePeerJson } from '../peer-json.js'
 
 // A high surrogate not followed by a low one, or a low one not preceded by a high one.
@@ -37,6 +37,6 @@ export function checkText (name: string, value: unknown, options: { min?: number
 
 export function checkId (name: string, value: unknown): Parsed<string> {
   if (typeof value !== 'string') return { ok: false, message: `${name} must be a string.` }
-  if (!isValidId(value)) return { ok: false, message: `${name} must match [A-Za-z0-9_-]{1,64}.` }
+  if (!isValidId(value)) return { ok: false, message: `${idRule(name)}.` }
   return { ok: true, value }
 }

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ConfigError, type LogLevel } from '../config.js'
+import { ID_RULE, isValidId } from '../ids.js'
 
 export { ConfigError, EXIT_CONFIG } from '../config.js'
 
@@ -59,7 +60,7 @@ function int (min: number, max: number): Parse<number> {
 }
 
 function identifier (raw: string): string | { problem: string } {
-  return /^[A-Za-z0-9_-]{1,64}$/.test(raw) ? raw : problem(`must match [A-Za-z0-9_-]{1,64}, got "${raw}"`)
+  return isValidId(raw) ? raw : problem(`${ID_RULE}, got "${raw}"`)
 }
 
 function topicPrefix (raw: string): string | { problem: string } {

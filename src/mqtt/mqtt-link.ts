@@ -66,6 +66,8 @@ export interface MqttLink {
   readonly clientId: string
   /** Milliseconds until the next connection attempt, 0 when one is under way or the link is up. */
   nextAttemptInMs: () => number
+  /** Retry-After for a chat refused or failed because of the link: whole seconds to the next attempt, at least 1 (RFC 9110 10.2.3). */
+  retryAfterS: () => number
   readonly subscriptionCount: number
   recentTransitions: () => readonly LinkTransition[]
   readonly events: EventEmitter<LinkEvents>
@@ -307,6 +309,10 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     nextAttemptInMs () {
       if (state !== 'reconnecting' && state !== 'givingUp') return 0
       return Math.max(0, nextAttemptAt - clock.now())
+    },
+    retryAfterS () {
+      const waitMs = state !== 'reconnecting' && state !== 'givingUp' ? 0 : Math.max(0, nextAttemptAt - clock.now())
+      return Math.max(1, Math.ceil(waitMs / 1000))
     },
     get subscriptionCount () { return handlers.size },
     recentTransitions: () => transitions.slice(),

@@ -9,7 +9,7 @@ import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import { runChat, type RunChatDeps } from '../chat/run-chat.js'
 import type { Clock } from '../clock.js'
 import { describeFailure } from '../failure.js'
-import { isValidId, newRequestId } from '../ids.js'
+import { idRule, isValidId, newRequestId } from '../ids.js'
 import type { Logger } from '../log.js'
 import { checkText } from '../http/validate.js'
 import { MAX_STRIKES, parseFrame, type FrameReason } from './frames.js'
@@ -74,8 +74,8 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       const data = ws.getUserData()
       if (data.expiresAt !== 0 && data.expiresAt * 1000 <= deps.clock.now()) { deps.registry.close(ws, 'token_expired'); return }
       const { id, session_id: sessionId } = parsed.frame
-      if (!isValidId(id)) { reject(ws, 'invalid', 'id must match [A-Za-z0-9_-]{1,64}.'); return }
-      if (!isValidId(sessionId)) { reject(ws, 'invalid', 'session_id must match [A-Za-z0-9_-]{1,64}.', id); return }
+      if (!isValidId(id)) { reject(ws, 'invalid', `${idRule('id')}.`); return }
+      if (!isValidId(sessionId)) { reject(ws, 'invalid', `${idRule('session_id')}.`, id); return }
       const content = checkText('content', parsed.frame.content)
       if (!content.ok) { reject(ws, 'invalid', content.message, id); return }
       if (data.chats.has(id)) { reject(ws, 'invalid', `A chat with id ${id} is already in flight on this socket.`, id); return }

@@ -6,7 +6,7 @@
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import type { Clock } from '../clock.js'
 import { TetherError } from '../errors.js'
-import { isValidId } from '../ids.js'
+import { idRule, isValidId } from '../ids.js'
 import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { Topics } from '../mqtt/topics.js'
@@ -68,7 +68,7 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
     upgrade: upgradeHandler<HintSocketData>(deps.upgrade, {
       route: HINTS_ROUTE,
       params: 1,
-      precheck: ([sessionId]) => isValidId(sessionId) ? null : new TetherError('invalid_request', 'session_id must match [A-Za-z0-9_-]{1,64}.'),
+      precheck: ([sessionId]) => isValidId(sessionId) ? null : new TetherError('invalid_request', `${idRule('session_id')}.`),
       check ({ user, params }) {
         const sessionId = params[0] as string
         const data = (): HintSocketData => ({
