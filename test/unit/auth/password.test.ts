@@ -5,13 +5,15 @@ import { createWorkerPool } from '../../../src/workers/worker-pool.js'
 import hashPassword from '../../../workers/hash-password.worker.js'
 import verifyPassword from '../../../workers/verify-password.worker.js'
 
-const FORMAT = /^scrypt\$131072\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/
+/** The tests below hash at 2^12: the format is the same, and 2^17 (the default, pinned by the first test) costs 128 MiB and ~0.3 s of a thread per hash. */
+const COST = 12
+const FORMAT = /^scrypt\$4096\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/
 
 // One pool for the file: starting threads under the TypeScript loader takes most of a second.
 const pool = createWorkerPool({ threads: 2, maxQueue: 16, defaultTimeoutMs: 30_000, log: silentLogger() })
 pool.start()
 t.teardown(() => pool.stop())
-const passwords = createPasswords(pool)
+const passwords = createPasswords(pool, { cost: COST })
 
 t.test('new hashes use OWASP\'s scrypt floor, N = 2^17 with r = 8 and p = 1, unless a cost is given', async (t) => {
   t.match(await hashPassword({ password: 'x' }), /^scrypt\$131072\$8\$1\$/)
@@ -78,7 +80,7 @@ t.test('the same password composed differently verifies (NFC)', async (t) => {
 
 t.test('the worker functions are plain: data in, data out', async (t) => {
   // Called directly, without the pool: no state, nothing but the arguments.
-  const hash = await hashPassword({ password: 'direct' })
+  const hash = await hashPassword({ password: 'direct', cost: COST })
   t.match(hash, FORMAT)
   t.equal(await verifyPassword({ password: 'direct', hash }), true)
   await t.rejects(hashPassword({ password: undefined as unknown as string }), TypeError, 'hashing a non-string is a caller bug')
@@ -94,7 +96,9 @@ t.test('hashing runs off the main thread: the event loop keeps turning during fo
   }
   setImmediate(spin)
   const startTicks = ticks
-  await Promise.all([passwords.hash('a'), passwords.hash('b'), passwords.hash('c'), passwords.hash('d')])
+  // 2^14: tens of ms per hash, long enough for the loop's turns to be counted meaningfully.
+  const slower = createPasswords(pool, { cost: 14 })
+  await Promise.all([slower.hash('a'), slower.hash('b'), slower.hash('c'), slower.hash('d')])
   hashing = false
   t.equal(pool.stats().completed - before, 4, 'all four went through the worker pool')
   // Each hash is tens of ms of CPU; on the main thread the loop could not turn while one ran,
