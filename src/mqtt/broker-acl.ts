@@ -11,7 +11,7 @@ export type Access = 'read' | 'write' | 'readwrite'
 
 export interface AclRule {
   readonly access: Access
-  /** Relative to the topic prefix; may hold + and # and the %c placeholder. */
+  /** Relative to the topic prefix; may hold + and # and %c (the client id, substituted). */
   readonly topic: string
 }
 
