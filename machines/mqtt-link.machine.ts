@@ -166,13 +166,15 @@ export const mqttLinkMachine = setup({
       }
     },
     reconnecting: {
-      entry: ['dropConnection', 'chooseBackoff', 'notifyDown', 'noteRetryScheduled'],
+      // The retry is scheduled before anyone is told of the loss: what the chats in flight are
+      // answered with (Retry-After) is read while they are told.
+      entry: ['dropConnection', 'chooseBackoff', 'noteRetryScheduled', 'notifyDown'],
       after: {
         retryDelay: { target: 'connecting', actions: 'countAttempt' }
       }
     },
     givingUp: {
-      entry: ['dropConnection', 'chooseCapDelay', 'notifyDown'],
+      entry: ['dropConnection', 'chooseCapDelay', 'noteRetryScheduled', 'notifyDown'],
       on: {
         CONNECTED: { target: 'connected', actions: ['resetAttempts', 'restoreSubscriptions', 'notifyUp'] }
       },

@@ -311,7 +311,9 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       return Math.max(0, nextAttemptAt - clock.now())
     },
     retryAfterS () {
-      const waitMs = state !== 'reconnecting' && state !== 'givingUp' ? 0 : Math.max(0, nextAttemptAt - clock.now())
+      // downSince, not state: the chats in flight are failed while the machine enters
+      // reconnecting/givingUp, before `state` (updated by the snapshot listener) says so.
+      const waitMs = downSince === null ? 0 : Math.max(0, nextAttemptAt - clock.now())
       return Math.max(1, Math.ceil(waitMs / 1000))
     },
     get subscriptionCount () { return handlers.size },
