@@ -202,7 +202,6 @@ export const mqttLinkMachine = setup({
   }
 })
 
-/** The top-level state name, which is what health, metrics and logs report. */
 /**
  * The one rule for whether the link can carry a chat in a state (admission, /readyz, health,
  * the status page and metrics all ask this). `stale` can: a probe is a suspicion, not an
@@ -213,6 +212,7 @@ export function carriesChats (state: LinkStateName): boolean {
   return state === 'connected' || state === 'stale'
 }
 
+/** The top-level state name, which is what health, metrics and logs report. */
 export function linkStateName (value: unknown): LinkStateName {
   if (typeof value === 'string') return value as LinkStateName
   return Object.keys(value as object)[0] as LinkStateName

@@ -276,6 +276,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
             upgrade: upgradeDeps('hints'),
             ownsSession: async (userId, sessionId) => await chats().ownsSession(userId, sessionId),
             owners,
+            holdUser: chat.holdUser,
             registry: sockets, hub, link, topics, clock, log,
             statePerSecond: config.wsStatePerSecond,
             stateBurst: config.wsStateBurst,

@@ -24,6 +24,13 @@ export interface Passwords {
    * would otherwise tell that the username exists (the decoy takes the full cost).
    */
   outdated: (hash: string) => boolean
+  /**
+   * A new hash at the current cost for an outdated one, or null when another upgrade is being
+   * hashed: upgrades are a background nicety and take one thread task at a time, outside the
+   * registrations' share, so neither a morning wave of logins nor a registration flood is
+   * slowed by the other.
+   */
+  upgrade: (password: string) => Promise<string> | null
 }
 
 export interface PasswordsOptions {
@@ -55,8 +62,15 @@ export function createPasswords (pool: Pick<WorkerPool, 'run'>, options: Passwor
   const n = 2 ** (options.cost ?? DEFAULT_COST)
   const maxHashing = options.maxHashing ?? Number.POSITIVE_INFINITY
   let hashing = 0
+  let upgrading = false
   return {
     decoy: `scrypt$${n}$8$1$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`,
+    upgrade (password) {
+      if (upgrading) return null
+      upgrading = true
+      return pool.run<string>('hash-password', { password, ...(options.cost !== undefined ? { cost: options.cost } : {}) }, { timeoutMs })
+        .finally(() => { upgrading = false })
+    },
     outdated (hash) {
       const stored = /^scrypt\$(\d+)\$/.exec(hash)
       return stored !== null && Number(stored[1]) < n

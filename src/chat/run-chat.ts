@@ -80,8 +80,8 @@ export function runChat (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink): () 
       const hold = deps.chat.holdUser(turn.userId)
       try { owned = await known() } finally { hold() }
     }
-    if (!owned) throw new TetherError('session_not_found')
     if (gone()) return
+    if (!owned) throw new TetherError('session_not_found')
     // Held while the message is screened and stored, so concurrent chats cannot all pass the caps.
     const held = deps.chat.reserve(turn.sessionId, turn.userId)
     release = held

@@ -22,9 +22,10 @@ export function createAccounts (db: Kysely<Database>) {
         .where(sql`lower(username)`, '=', username.toLowerCase())
         .executeTakeFirst()
     },
-    /** Replaces a hash only if it is still `previous` (a concurrent change wins). */
-    async replaceHash (id: string, previous: string, next: string): Promise<void> {
-      await db.updateTable('users').set({ password_hash: next }).where('id', '=', id).where('password_hash', '=', previous).execute()
+    /** Replaces a hash only if it is still `previous` (a concurrent change wins); true when it did. */
+    async replaceHash (id: string, previous: string, next: string): Promise<boolean> {
+      const result = await db.updateTable('users').set({ password_hash: next }).where('id', '=', id).where('password_hash', '=', previous).executeTakeFirst()
+      return Number(result.numUpdatedRows) > 0
     },
     async findById (id: string): Promise<{ id: string, username: string } | undefined> {
       return await db.selectFrom('users').select(['id', 'username']).where('id', '=', id).executeTakeFirst()

@@ -32,11 +32,17 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: Ev
   let backlog = 0
   let watching = false
   // uWS drains nothing by itself while a writable handler is registered (HttpContext.h), so
-  // the handler writes: an SSE comment line, which every client ignores.
+  // the handler writes: an SSE comment line (":"), which every client ignores.
   const onWritable = (): boolean => {
-    const drained = ex.res.write(':\n\n')
-    if (drained) backlog = 0
-    return drained
+    // uWS.js ends the process if this throws or returns a non-boolean.
+    if (ended || ex.aborted) return true
+    try {
+      const drained = ex.res.write(':\n')
+      if (drained) backlog = 0
+      return drained
+    } catch {
+      return true
+    }
   }
   function wrote (whole: boolean, bytes: number): void {
     if (limits === undefined) return
@@ -71,7 +77,7 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: Ev
           for (const [k, v] of hooks.corsHeaders(ex.origin)) ex.res.writeHeader(k, v)
         }
         const text = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`
-        wrote(ex.res.write(text), text.length)
+        wrote(ex.res.write(text), Buffer.byteLength(text))
       })
     },
     end (status) {

@@ -1,8 +1,9 @@
 /**
  * Drives the link statechart with a real mqtt.js client: fills the machine's slots with I/O,
  * turns client events into machine events, and keeps the subscription registry that is
- * restored on every (re)connect. Callers see `publish()` refuse while the link is not
- * `connected`, which is what lets the chat path answer 503 at once instead of queueing.
+ * restored on every (re)connect. Callers see `publish()` refuse while the link cannot carry
+ * chats (carriesChats: not connected, and not stale while probed), which is what lets the chat
+ * path answer 503 at once instead of queueing.
  */
 import { EventEmitter } from 'node:events'
 import type { MqttClient } from 'mqtt'

@@ -29,6 +29,8 @@ export interface HintsSocketDeps {
   ownsSession: (userId: string, sessionId: string) => Promise<boolean>
   /** Owners already known, so most upgrades need no database round trip (session-owners.ts). */
   owners?: SessionOwners
+  /** Holds one of the user's places for an ownership lookup (chat.holdUser); throws 429 past the share. */
+  holdUser?: (userId: string) => () => void
   registry: SocketRegistry
   hub: HintHub
   link: Pick<MqttLink, 'publish'>
@@ -87,11 +89,14 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
         const known = deps.owners?.owns(user.userId, sessionId)
         if (known === true) return data()
         if (known === false) throw new TetherError('session_not_found')
+        // A database lookup holds one of the user's places while it runs (429 past the share),
+        // so thousands of upgrades naming unknown sessions cost that user, not everyone the pool.
+        const release = deps.holdUser?.(user.userId)
         return deps.ownsSession(user.userId, sessionId).then((owned) => {
           if (!owned) throw new TetherError('session_not_found')
           deps.owners?.remember(sessionId, user.userId)
           return data()
-        })
+        }).finally(() => { release?.() })
       }
     }),
     open (ws) {

@@ -10,6 +10,8 @@ import { startGateway, type Gateway } from '../fixtures/gateway.js'
 import { echo, startScriptedWorker, type ChatRequest } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, refused, wsUrl } from '../fixtures/ws-client.js'
+import { createTestDatabase } from '../fixtures/database.js'
+import { startTcpProxy } from '../fixtures/tcp-proxy.js'
 
 const broker = await startTestBroker()
 t.teardown(() => broker.close())
@@ -70,6 +72,27 @@ t.test('chats naming sessions nobody has seen are looked up within the user\'s s
   t.ok(codes.filter((c) => c === 'session_not_found').length <= 10, 'most never reached the database')
   t.ok(codes.includes('too_many_requests'), 'the rest were refused at once with the user\'s cap')
   t.equal(gw.tether.pending.size, 0)
+})
+
+t.test('hints-socket upgrades for sessions nobody has seen are looked up within the user\'s share too', async (t) => {
+  // The database frozen behind a proxy: each lookup hangs, holding one of the user's places.
+  const db = await createTestDatabase(t)
+  const target = new URL(db.url)
+  const proxy = await startTcpProxy({ targetHost: target.hostname, targetPort: Number(target.port) })
+  t.teardown(() => proxy.close())
+  const url = new URL(db.url)
+  url.hostname = '127.0.0.1'
+  url.port = String(proxy.port)
+  const gw = await gateway({ DATABASE_URL: url.toString(), MAX_PENDING_PER_USER: '2', DB_ACQUIRE_TIMEOUT_MS: '3000' })
+  proxy.pause()
+  t.teardown(() => { proxy.resume() })
+  const attempts = Array.from({ length: 6 }, async () => await refused(wsUrl(gw.port, `/api/mqtt/ws/hints/${randomUUID()}?token=${gw.token}`), { timeoutMs: 20_000 }).then((r) => r.status, (err: Error) => err.message))
+  // Four are refused at once with the user's cap while two lookups hang in the freeze.
+  await waitFor(async () => await gw.metric('tether_limits_refused_total', { limit: 'pending_user' }) === 4, { what: 'four upgrades refused while two lookups hang' })
+  proxy.resume()
+  const statuses = await Promise.all(attempts)
+  t.equal(statuses.filter((s) => s === 429).length, 4, `four refused with 429 (${statuses.join(' ')})`)
+  t.equal(statuses.filter((s) => s === 404 || s === 503).length, 2, 'two looked up: unknown (404) or the database timed out (503)')
 })
 
 t.test('sessions per user are rate-limited by SESSION_CREATE_PER_MINUTE with Retry-After', async (t) => {

@@ -116,14 +116,16 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       }
       deps.limiter.reset(userKey)
       deps.limiter.refund(ipKey)
-      if (deps.passwords.outdated(user.password_hash)) {
-        // In the background: the login is answered now, and a failure only postpones the upgrade.
+      const upgrade = deps.passwords.outdated(user.password_hash) ? deps.passwords.upgrade(pw) : null
+      if (upgrade !== null) {
+        // In the background: the login is answered now; a failure, or another upgrade running
+        // (null above), only postpones it to a later login.
         const previous = user.password_hash
-        deps.passwords.hash(pw)
-          .then(async (next) => { await deps.accounts().replaceHash(user.id, previous, next) })
+        upgrade
+          .then(async (next) => await deps.accounts().replaceHash(user.id, previous, next))
           .then(
-            () => { deps.log.info({ user_id: user.id }, 'password hash upgraded to the current cost') },
-            (err: unknown) => { deps.log.warn({ user_id: user.id, err: err instanceof Error ? err.message : String(err) }, 'upgrading a password hash failed; retried at the next login') }
+            (replaced) => { if (replaced) deps.log.info({ user_id: user.id }, 'password hash upgraded to the current cost') },
+            (err: unknown) => { deps.log.warn({ user_id: user.id, err: err instanceof Error ? err.message : String(err) }, 'upgrading a password hash failed; retried at a later login') }
           )
       }
       const { token, expiresAt } = deps.tokens.sign(user.id, user.username)
