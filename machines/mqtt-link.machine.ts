@@ -180,17 +180,18 @@ export const mqttLinkMachine = setup({
       },
       initial: 'waiting',
       states: {
+        // Each wait is announced once: on entering givingUp (above, before notifyDown), then by
+        // the transitions back here from a failed attempt.
         waiting: {
-          entry: 'noteRetryScheduled',
           after: { retryDelay: { target: 'attempting', actions: 'countAttempt' } }
         },
         attempting: {
           entry: 'openConnection',
           on: {
-            CONNECTION_LOST: { target: 'waiting', actions: ['dropConnection', 'recordError'] }
+            CONNECTION_LOST: { target: 'waiting', actions: ['dropConnection', 'recordError', 'noteRetryScheduled'] }
           },
           after: {
-            connectTimeout: { target: 'waiting', actions: ['dropConnection', 'recordConnectTimeout'] }
+            connectTimeout: { target: 'waiting', actions: ['dropConnection', 'recordConnectTimeout', 'noteRetryScheduled'] }
           }
         }
       }
