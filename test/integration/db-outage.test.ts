@@ -9,10 +9,10 @@ import { systemClock } from '../../src/clock.js'
 import { loadConfig } from '../../src/config.js'
 import { silentLogger } from '../../src/log.js'
 import { startTestBroker } from '../fixtures/broker.js'
-import { createTestDatabase } from '../fixtures/database.js'
+import { proxiedDatabase } from '../fixtures/database.js'
 import { startGateway, TEST_AUTH_SECRET, type Gateway } from '../fixtures/gateway.js'
 import { echo, startScriptedWorker, type Behaviour } from '../fixtures/scripted-worker.js'
-import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.js'
+import type { TcpProxy } from '../fixtures/tcp-proxy.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
 const ACQUIRE_MS = 500
@@ -46,18 +46,6 @@ function catchUncaught (t: Scope): Error[] {
   process.on('uncaughtException', record)
   t.teardown(() => { process.off('uncaughtException', record) })
   return caught
-}
-
-/** A TCP proxy in front of a fresh test database, and that database's URL through it. */
-async function proxiedDatabase (t: Scope): Promise<{ proxy: TcpProxy, url: string }> {
-  const db = await createTestDatabase(t)
-  const target = new URL(db.url)
-  const proxy = await startTcpProxy({ targetHost: target.hostname, targetPort: Number(target.port) })
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.hostname = '127.0.0.1'
-  url.port = String(proxy.port)
-  return { proxy, url: url.toString() }
 }
 
 function gate (): { wait: Promise<void>, open: () => void } {

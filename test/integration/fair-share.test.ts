@@ -10,8 +10,7 @@ import { startGateway, type Gateway } from '../fixtures/gateway.js'
 import { echo, startScriptedWorker, type ChatRequest } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, refused, wsUrl } from '../fixtures/ws-client.js'
-import { createTestDatabase } from '../fixtures/database.js'
-import { startTcpProxy } from '../fixtures/tcp-proxy.js'
+import { proxiedDatabase } from '../fixtures/database.js'
 
 const broker = await startTestBroker()
 t.teardown(() => broker.close())
@@ -76,14 +75,8 @@ t.test('chats naming sessions nobody has seen are looked up within the user\'s s
 
 t.test('hints-socket upgrades for sessions nobody has seen are looked up within the user\'s share too', async (t) => {
   // The database frozen behind a proxy: each lookup hangs, holding one of the user's places.
-  const db = await createTestDatabase(t)
-  const target = new URL(db.url)
-  const proxy = await startTcpProxy({ targetHost: target.hostname, targetPort: Number(target.port) })
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.hostname = '127.0.0.1'
-  url.port = String(proxy.port)
-  const gw = await gateway({ DATABASE_URL: url.toString(), MAX_PENDING_PER_USER: '2', DB_ACQUIRE_TIMEOUT_MS: '3000' })
+  const { proxy, url } = await proxiedDatabase(t)
+  const gw = await gateway({ DATABASE_URL: url, MAX_PENDING_PER_USER: '2', DB_ACQUIRE_TIMEOUT_MS: '3000' })
   proxy.pause()
   t.teardown(() => { proxy.resume() })
   const attempts = Array.from({ length: 6 }, async () => await refused(wsUrl(gw.port, `/api/mqtt/ws/hints/${randomUUID()}?token=${gw.token}`), { timeoutMs: 20_000 }).then((r) => r.status, (err: Error) => err.message))

@@ -3,8 +3,7 @@ import pg from 'pg'
 import t from 'tap'
 import { classifyDbError } from '../../../src/db/db-errors.js'
 import { createDbPool, type DbPool, type DbPoolOptions } from '../../../src/db/pool.js'
-import { createTestDatabase, type TestDatabase } from '../../fixtures/database.js'
-import { startTcpProxy, type TcpProxy } from '../../fixtures/tcp-proxy.js'
+import { createTestDatabase, proxiedDatabase } from '../../fixtures/database.js'
 import { holdsFor, waitFor } from '../../fixtures/wait-for.js'
 
 interface Scope { teardown: (fn: () => unknown) => void }
@@ -22,16 +21,6 @@ async function adminClient (t: Scope, url: string): Promise<pg.Client> {
   client.on('error', () => {})
   t.teardown(() => client.end())
   return client
-}
-
-async function proxied (t: Scope, db: TestDatabase): Promise<{ proxy: TcpProxy, url: string }> {
-  const target = new URL(db.url)
-  const proxy = await startTcpProxy({ targetHost: target.hostname, targetPort: Number(target.port) })
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.hostname = '127.0.0.1'
-  url.port = String(proxy.port)
-  return { proxy, url: url.toString() }
 }
 
 function gate (): { wait: Promise<void>, open: () => void } {
@@ -200,7 +189,7 @@ t.test('a transaction that throws is rolled back and its connection returned', a
 
 t.test('a server that stops answering mid-query is cut off by the client-side bound and that connection is discarded', async (t) => {
   const db = await createTestDatabase(t)
-  const { proxy, url } = await proxied(t, db)
+  const { proxy, url } = await proxiedDatabase(t, db)
   const unavailable: unknown[] = []
   const pool = openPool(t, { url, size: 1, statementTimeoutMs: 200, acquireTimeoutMs: 500, onUnavailable: (err) => { unavailable.push(err) } })
   await sql`SELECT 1`.execute(pool.db)
@@ -224,7 +213,7 @@ t.test('a server that stops answering mid-query is cut off by the client-side bo
 
 t.test('a new connection to a frozen server is given up at the acquire timeout', async (t) => {
   const db = await createTestDatabase(t)
-  const { proxy, url } = await proxied(t, db)
+  const { proxy, url } = await proxiedDatabase(t, db)
   const pool = openPool(t, { url, size: 1, acquireTimeoutMs: 300 })
   proxy.pause()
   const started = performance.now()
@@ -240,7 +229,7 @@ t.test('a new connection to a frozen server is given up at the acquire timeout',
 
 t.test('a refused connection is unavailable at once, and the pool connects again when the server is back', async (t) => {
   const db = await createTestDatabase(t)
-  const { proxy, url } = await proxied(t, db)
+  const { proxy, url } = await proxiedDatabase(t, db)
   const pool = openPool(t, { url, size: 2, acquireTimeoutMs: 2000 })
   proxy.refuse(true)
   const started = performance.now()
