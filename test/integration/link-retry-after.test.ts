@@ -4,32 +4,16 @@
  * far away the next attempt is (and all of them retry at once, to be refused again).
  */
 import t from 'tap'
-import { systemClock } from '../../src/clock.js'
-import { silentLogger } from '../../src/log.js'
 import { createMqttLink } from '../../src/mqtt/mqtt-link.js'
 import { startTestBroker } from '../fixtures/broker.js'
+import { testLinkOptions } from '../fixtures/test-link.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
 t.test('when the link drops, Retry-After read by those told of it is the time to the scheduled attempt', async (t) => {
   const broker = await startTestBroker()
   t.teardown(() => broker.close())
-  const link = createMqttLink({
-    url: broker.url,
-    clientId: `retry-${Math.random().toString(16).slice(2, 10)}`,
-    probeTopic: 'test/probe/retry',
-    keepaliveS: 10,
-    staleAfterMs: 10_000,
-    probeTimeoutMs: 1000,
-    connectTimeoutMs: 1000,
-    maxReconnectAttempts: 100,
-    // Full jitter drawn at its top: the first retry waits just under 4 s.
-    backoffBaseMs: 4000,
-    backoffCapMs: 4000,
-    random: () => 0.99,
-    clock: systemClock,
-    log: silentLogger(),
-    inFlightSince: () => null
-  })
+  // Full jitter drawn at its top: the first retry waits just under 4 s.
+  const link = createMqttLink(testLinkOptions(broker.url, { backoffBaseMs: 4000, backoffCapMs: 4000, random: () => 0.99 }))
   link.start()
   t.teardown(() => link.stop())
   await waitFor(() => link.isUp, { what: 'link up' })

@@ -6,30 +6,15 @@
  */
 import mqtt from 'mqtt'
 import t, { type Test } from 'tap'
-import { systemClock } from '../../src/clock.js'
-import { silentLogger } from '../../src/log.js'
 import { createMqttLink, type MqttLink } from '../../src/mqtt/mqtt-link.js'
 import { startTestBroker } from '../fixtures/broker.js'
+import { testLinkOptions } from '../fixtures/test-link.js'
 import { holdsFor, once, waitFor } from '../fixtures/wait-for.js'
 
 async function setup (t: Test): Promise<{ link: MqttLink, publish: (topic: string, text: string) => Promise<void>, restartBroker: () => Promise<void> }> {
   const broker = await startTestBroker()
   t.teardown(() => broker.close())
-  const link = createMqttLink({
-    url: broker.url,
-    clientId: `link-${Math.random().toString(16).slice(2, 10)}`,
-    probeTopic: 'test/probe/self',
-    keepaliveS: 10,
-    staleAfterMs: 10_000,
-    probeTimeoutMs: 1000,
-    connectTimeoutMs: 1000,
-    maxReconnectAttempts: 100,
-    backoffBaseMs: 20,
-    backoffCapMs: 200,
-    clock: systemClock,
-    log: silentLogger(),
-    inFlightSince: () => null
-  })
+  const link = createMqttLink(testLinkOptions(broker.url))
   link.start()
   t.teardown(() => link.stop())
   await waitFor(() => link.isUp, { what: 'link up' })
