@@ -38,9 +38,10 @@ import { BROKER_USERS } from './mqtt/broker-acl.js'
 import { loadBrokerCredentials } from './mqtt/broker-credentials.js'
 import { createMqttLink, type MqttLink } from './mqtt/mqtt-link.js'
 import { createTopics } from './mqtt/topics.js'
+import { linkTimings } from './settings/mqtt-link-settings.js'
 import { createWatchdog, type Watchdog } from './watchdog/watchdog.js'
 import { BLOCK_LOOP_ROUTE, blockEventLoopHandler } from './http/routes/test-hooks.js'
-import { createWorkerPool, type WorkerPool } from './workers/worker-pool.js'
+import { createThreadPool, type ThreadPool } from './threads/thread-pool.js'
 import { CHAT_WS_ROUTE, chatSocket } from './ws/chat-socket.js'
 import { createHintHub } from './ws/hint-hub.js'
 import { HINTS_ROUTE, hintsSocket } from './ws/hints-socket.js'
@@ -76,7 +77,7 @@ interface Running {
   watchdog: Watchdog
   sockets: SocketRegistry
   database: Database
-  workers: WorkerPool
+  workers: ThreadPool
   broker: EmbeddedBroker | null
   metrics: Metrics
   registry: PendingRegistry
@@ -130,12 +131,12 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       log,
       onAcquire: metrics.dbAcquired
     })
-    const workers = createWorkerPool({
-      threads: config.workerThreads,
-      maxQueue: config.workerMaxQueue,
-      niceIncrement: config.workerNice,
-      defaultTimeoutMs: config.workerTaskTimeoutMs,
-      inline: config.workerInline,
+    const workers = createThreadPool({
+      threads: config.threads,
+      maxQueue: config.threadMaxQueue,
+      niceIncrement: config.threadNice,
+      defaultTimeoutMs: config.threadTaskTimeoutMs,
+      inline: config.threadInline,
       log,
       clock
     })
@@ -151,9 +152,9 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     // first out, so a login must never find more than a few hashes (0.3 s each at N = 2^17)
     // ahead of it, whatever a registration flood sends.
     const passwords = createPasswords(workers, {
-      timeoutMs: config.workerTaskTimeoutMs,
+      timeoutMs: config.threadTaskTimeoutMs,
       cost: config.passwordHashCost,
-      maxHashing: config.registerMaxConcurrent === 0 ? 2 * config.workerThreads : config.registerMaxConcurrent,
+      maxHashing: config.registerMaxConcurrent === 0 ? 2 * config.threads : config.registerMaxConcurrent,
       onHashRefused: () => { metrics.limitRefused('register_share') }
     })
     // Routes that need the schema wait for it: before the first successful migration they
@@ -179,13 +180,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       url,
       clientId: config.instanceId,
       probeTopic: topics.probe,
-      keepaliveS: config.mqttKeepaliveS,
+      ...linkTimings(config),
       staleAfterMs: config.mqttStaleAfterMs,
-      probeTimeoutMs: config.mqttProbeTimeoutMs,
-      connectTimeoutMs: config.mqttConnectTimeoutMs,
-      maxReconnectAttempts: config.mqttMaxReconnectAttempts,
-      backoffBaseMs: config.mqttBackoffBaseMs,
-      backoffCapMs: config.mqttBackoffCapMs,
       clock,
       log,
       ...(deps.random !== undefined ? { random: deps.random } : {}),
@@ -339,8 +335,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     workers.start()
     chat.start()
     link.start()
-    const demo = config.demoWorker
-      ? startDemoResponder({ url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, log })
+    const demo = config.demoResponder
+      ? startDemoResponder({ ...linkTimings(config), url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
       : null
     let port: number
     try {

@@ -1,13 +1,13 @@
 /**
  * Turns anything a request's work threw into the contract's error: a TetherError as is, an
- * unavailable database as 503 db_unavailable, a refused or late worker-thread task as 503
+ * unavailable database as 503 db_unavailable, a refused or late thread task as 503
  * overloaded / shutting_down, and anything else as 500 internal_error (logged with its
  * stack). Every transport (JSON, SSE, WebSocket) answers from this one mapping.
  */
 import { classifyDbError } from './db/db-errors.js'
 import { ERRORS, TetherError, type ErrorCode } from './errors.js'
 import type { Logger } from './log.js'
-import { WorkerPoolError } from './workers/worker-pool.js'
+import { ThreadPoolError } from './threads/thread-pool.js'
 
 export interface ContractFailure {
   code: ErrorCode
@@ -22,8 +22,8 @@ function failure (code: ErrorCode, message?: string, retryAfterS?: number): Cont
 
 export function describeFailure (err: unknown, log: Logger, context: Record<string, unknown>): ContractFailure {
   if (err instanceof TetherError) return failure(err.code, err.message, err.retryAfterS)
-  if (err instanceof WorkerPoolError) {
-    log.warn({ ...context, code: err.code }, 'worker pool refused or timed out a task')
+  if (err instanceof ThreadPoolError) {
+    log.warn({ ...context, code: err.code }, 'thread pool refused or timed out a task')
     if (err.code === 'pool_stopped') return failure('shutting_down')
     return failure('overloaded', err.code === 'task_timeout' ? 'A background task ran past its deadline; retry later.' : 'Too much background work queued; retry later.', err.retryAfterS ?? 1)
   }

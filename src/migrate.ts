@@ -3,21 +3,11 @@
  * server under DATA_DIR) and exits. The server also migrates at start-up; this is for
  * deploy pipelines that want the schema in place before the new version takes traffic.
  */
-import { ConfigError, EXIT_CONFIG, loadConfig } from './config.js'
-import { createLogger } from './log.js'
+import { GATEWAY_CONFIG, type Config } from './config.js'
+import { isEntryPoint, runTask } from './entry-point.js'
+import type { Logger } from './log.js'
 
-async function migrate (): Promise<void> {
-  let config
-  try {
-    config = loadConfig(process.env)
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`)
-      process.exit(EXIT_CONFIG)
-    }
-    throw err
-  }
-  const log = createLogger(config.logLevel)
+async function migrate (config: Config, log: Logger): Promise<void> {
   const { startEmbeddedPostgres } = await import('./db/embedded-postgres.js')
   const { createDbPool } = await import('./db/pool.js')
   const { migrateToLatest } = await import('./db/migrations.js')
@@ -42,10 +32,6 @@ async function migrate (): Promise<void> {
   }
 }
 
-migrate().then(
-  () => process.exit(0),
-  (err: Error) => {
-    process.stderr.write(`migrate: ${err.message}\n`)
-    process.exit(1)
-  }
-)
+if (isEntryPoint(import.meta.url)) {
+  void runTask({ name: 'migrate', config: GATEWAY_CONFIG, env: process.env, run: migrate })
+}

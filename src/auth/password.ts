@@ -1,11 +1,11 @@
 /**
- * Password hashing for the auth routes, run on the worker pool so a burst of logins costs
+ * Password hashing for the auth routes, run on the thread pool so a burst of logins costs
  * worker threads, not event-loop time. The scrypt work itself is in
  * workers/hash-password.worker.ts and workers/verify-password.worker.ts.
  */
 import { randomBytes } from 'node:crypto'
 import { DEFAULT_COST } from '../../workers/hash-password.worker.js'
-import { WorkerPoolError, type WorkerPool } from '../workers/worker-pool.js'
+import { ThreadPoolError, type ThreadPool } from '../threads/thread-pool.js'
 
 export interface Passwords {
   /** A self-describing scrypt hash (`scrypt$N$r$p$salt$key`) with a fresh random salt. */
@@ -54,10 +54,10 @@ export interface PasswordsOptions {
 export const DEFAULT_PASSWORD_TIMEOUT_MS = 5_000
 
 /**
- * Errors from the pool pass through unchanged (WorkerPoolError `overloaded`, `task_timeout`,
+ * Errors from the pool pass through unchanged (ThreadPoolError `overloaded`, `task_timeout`,
  * `pool_stopped`) for the route to map to 503s.
  */
-export function createPasswords (pool: Pick<WorkerPool, 'run'>, options: PasswordsOptions = {}): Passwords {
+export function createPasswords (pool: Pick<ThreadPool, 'run'>, options: PasswordsOptions = {}): Passwords {
   const timeoutMs = options.timeoutMs ?? DEFAULT_PASSWORD_TIMEOUT_MS
   const n = 2 ** (options.cost ?? DEFAULT_COST)
   const maxHashing = options.maxHashing ?? Number.POSITIVE_INFINITY
@@ -78,7 +78,7 @@ export function createPasswords (pool: Pick<WorkerPool, 'run'>, options: Passwor
     async hash (password) {
       if (hashing >= maxHashing) {
         options.onHashRefused?.()
-        throw new WorkerPoolError('overloaded', 'Too many registrations at once; retry later.', 1)
+        throw new ThreadPoolError('overloaded', 'Too many registrations at once; retry later.', 1)
       }
       hashing++
       try {

@@ -2,7 +2,7 @@
  * What the chat path stores. `storedChats`: the user's message before publishing (with the
  * history read in the same statement) and the reply before answering. The history is cut by
  * message count in SQL and by characters here (cheap first cuts), then, given a trimmer, to
- * its token budget on a worker thread. `relayChats` (CHAT_MODE=relay): nothing stored, nothing
+ * its token budget on a pool thread. `relayChats` (CHAT_MODE=relay): nothing stored, nothing
  * checked — for trusted networks.
  */
 import type { ChatStore } from '../db/chat-store.js'

@@ -1,6 +1,6 @@
 /**
  * Trims a chat's history to a token budget (HISTORY_MAX_TOKENS) before it is sent to a worker.
- * Tokenizing is CPU work proportional to the text, so it runs on the worker pool
+ * Tokenizing is CPU work proportional to the text, so it runs on the thread pool
  * (workers/trim-history.worker.ts); the caller has already cut the history by message count
  * and characters, which bounds that work.
  *
@@ -12,7 +12,7 @@
  */
 import type { Logger } from '../log.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
-import { WorkerPoolError, type WorkerPool } from '../workers/worker-pool.js'
+import { ThreadPoolError, type ThreadPool } from '../threads/thread-pool.js'
 import type { TrimHistoryInput, TrimHistoryOutput } from '../../workers/trim-history.worker.js'
 
 export interface HistoryTrimmer {
@@ -23,12 +23,12 @@ export interface HistoryTrimmer {
 export interface HistoryTrimmerOptions {
   /** Token budget; 0 turns token trimming off (no thread hop). */
   maxTokens: number
-  /** Deadline of one trim, queueing included; default: the pool's (WORKER_TASK_TIMEOUT_MS). */
+  /** Deadline of one trim, queueing included; default: the pool's (THREAD_TASK_TIMEOUT_MS). */
   timeoutMs?: number
   log: Pick<Logger, 'warn'>
 }
 
-export function createHistoryTrimmer (pool: Pick<WorkerPool, 'run'>, options: HistoryTrimmerOptions): HistoryTrimmer {
+export function createHistoryTrimmer (pool: Pick<ThreadPool, 'run'>, options: HistoryTrimmerOptions): HistoryTrimmer {
   const { maxTokens, timeoutMs, log } = options
   return {
     async trim (history) {
@@ -38,7 +38,7 @@ export function createHistoryTrimmer (pool: Pick<WorkerPool, 'run'>, options: Hi
         const result = await pool.run<TrimHistoryOutput>('trim-history', input, timeoutMs !== undefined ? { timeoutMs } : {})
         return result.history
       } catch (err) {
-        if (!(err instanceof WorkerPoolError) || err.code === 'pool_stopped') throw err
+        if (!(err instanceof ThreadPoolError) || err.code === 'pool_stopped') throw err
         log.warn({ code: err.code, max_tokens: maxTokens }, 'history token trimming not done in time; cut to the same number of bytes instead')
         return trimToBytes(history, maxTokens)
       }

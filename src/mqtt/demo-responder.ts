@@ -4,6 +4,7 @@
  * takes) and labels every reply as coming from the demo, so nobody mistakes it for a model.
  */
 import type { MqttClient } from 'mqtt'
+import type { Clock } from '../clock.js'
 import { isValidId } from '../ids.js'
 import { asObject, parsePeerJson } from '../peer-json.js'
 import type { Logger } from '../log.js'
@@ -23,9 +24,22 @@ export function demoReply (content: string): { chunks: string[], full: string } 
   return { chunks, full }
 }
 
-export function startDemoResponder (options: { url: string, topics: Topics, clientId: string, log: Logger }): DemoResponder {
-  const { topics, log } = options
-  const client: MqttClient = openClient({ url: options.url, clientId: options.clientId, keepaliveS: 30, connectTimeoutMs: 5000 })
+export interface DemoResponderOptions {
+  url: string
+  topics: Topics
+  clientId: string
+  /** The gateway's MQTT link settings (MQTT_KEEPALIVE_S, MQTT_CONNECT_TIMEOUT_MS, MQTT_BACKOFF_BASE_MS). */
+  keepaliveS: number
+  connectTimeoutMs: number
+  /** Wait before reconnecting after the connection closed. */
+  backoffBaseMs: number
+  clock: Clock
+  log: Logger
+}
+
+export function startDemoResponder (options: DemoResponderOptions): DemoResponder {
+  const { topics, log, clock } = options
+  const client: MqttClient = openClient({ url: options.url, clientId: options.clientId, keepaliveS: options.keepaliveS, connectTimeoutMs: options.connectTimeoutMs })
   let stopped = false
 
   client.on('connect', () => {
@@ -53,19 +67,19 @@ export function startDemoResponder (options: { url: string, topics: Topics, clie
     client.publish(request.reply_to, JSON.stringify({ v: 1, request_id: request.request_id, type: 'done', content: full }), { qos: 1 })
   })
 
-  let retry: NodeJS.Timeout | null = null
+  let retry: unknown = null
   function setTimeoutRetry (): void {
     if (retry !== null) return
-    retry = setTimeout(() => {
+    retry = clock.setTimeout(() => {
       retry = null
       if (!stopped) client.reconnect()
-    }, 1000)
+    }, options.backoffBaseMs)
   }
 
   return {
     stop () {
       stopped = true
-      if (retry !== null) clearTimeout(retry)
+      if (retry !== null) clock.clearTimeout(retry)
       return new Promise<void>((resolve) => { client.end(true, () => resolve()) })
     }
   }

@@ -14,7 +14,7 @@ import { waitFor } from '../fixtures/wait-for.js'
  * the TypeScript loader; on a loaded machine that passed the 5 s default task deadline and
  * the fixture's own registration got 503 overloaded. Nothing here tests that deadline.
  */
-const SLOW_MACHINE = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const SLOW_MACHINE = { THREAD_TASK_TIMEOUT_MS: '60000' }
 
 const PASSWORD = 'correct horse battery'
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/

@@ -10,7 +10,7 @@ import { waitFor } from '../fixtures/wait-for.js'
  * The first task of a kind on a thread loads its module under the TypeScript loader (and the
  * tokenizer's ranks, about 2 s here); nothing below tests the general task deadline.
  */
-const SLOW_MACHINE = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const SLOW_MACHINE = { THREAD_TASK_TIMEOUT_MS: '60000' }
 
 interface Setup { gw: Gateway, worker: ScriptedWorker }
 
@@ -79,7 +79,7 @@ t.test('a catastrophic pattern answers 503 overloaded quickly instead of hanging
     CONTENT_FILTERS: JSON.stringify(['(a+)+$']),
     CONTENT_FILTER_TIMEOUT_MS: '1000',
     // The stuck thread is replaced; the other one serves the chat that follows meanwhile.
-    WORKER_THREADS: '2'
+    THREADS: '2'
   })
   const settled: string[] = []
   // 2^40 backtracking steps: hours, were it not stopped.

@@ -24,7 +24,7 @@ const DB_ENV = {
   DB_STATEMENT_TIMEOUT_MS: String(STATEMENT_MS),
   // The first password hash also starts the worker thread, which on a loaded machine can
   // outlast the default 5 s task deadline; these tests are not about that deadline.
-  WORKER_TASK_TIMEOUT_MS: '30000'
+  THREAD_TASK_TIMEOUT_MS: '30000'
 }
 /** Scheduling slack on a loaded test machine, on top of the timeouts that bound an answer. */
 const SLACK_MS = 1000
@@ -318,7 +318,7 @@ t.test('a gateway started while its database is down starts anyway, answers 503,
     AUTH_SECRET: TEST_AUTH_SECRET,
     DATABASE_URL: url,
     MQTT_URL: broker.url,
-    WORKER_THREADS: '1',
+    THREADS: '1',
     ...DB_ENV
   })
   const tether = createTether(config, { log: silentLogger() })
@@ -348,7 +348,7 @@ t.test('a gateway started while its database is down starts anyway, answers 503,
     t.equal(answer.status, 503, `${what}: 503`)
     t.equal(answer.json?.error, 'db_unavailable', `${what}: db_unavailable`)
     t.equal(answer.headers['retry-after'], '1', `${what}: Retry-After`)
-    // Registration hashes the password on a worker thread before it reaches the database (the
+    // Registration hashes the password on a pool thread before it reaches the database (the
     // first hash also starts the thread), so only the routes that go straight to it are timed.
     if (what !== 'register') t.ok(answer.ms < REFUSED_BOUND_MS, `${what}: promptly (${Math.round(answer.ms)} ms)`)
   }

@@ -42,7 +42,7 @@ async function gatewayWithWorker (t: Scope, env: Record<string, string> = {}): P
   t.teardown(() => worker.stop())
   // The first password hash also starts the worker thread, which on a loaded machine can
   // outlast the default 5 s task deadline; these tests are not about that deadline.
-  const gw = await startGateway(t, { MQTT_URL: broker.url, WORKER_TASK_TIMEOUT_MS: '30000', ...env })
+  const gw = await startGateway(t, { MQTT_URL: broker.url, THREAD_TASK_TIMEOUT_MS: '30000', ...env })
   await waitFor(() => gw.tether.link.isUp, { timeoutMs: 5000, what: 'link connected' })
   return gw
 }

@@ -143,7 +143,7 @@ t.test('a registration flood does not starve logins: they keep their share of th
   // Real cost, one thread, a short queue, registrations' share at its default (twice the
   // threads): before the share, the flood filled the queue and every login in the window got
   // 503 overloaded.
-  const gw = await gateway({ PASSWORD_HASH_COST: '14', WORKER_THREADS: '1', WORKER_MAX_QUEUE: '4', REGISTER_PER_ADDRESS_PER_HOUR: '1000000', REGISTER_MAX_CONCURRENT: '0' })
+  const gw = await gateway({ PASSWORD_HASH_COST: '14', THREADS: '1', THREAD_MAX_QUEUE: '4', REGISTER_PER_ADDRESS_PER_HOUR: '1000000', REGISTER_MAX_CONCURRENT: '0' })
   await gw.newUser('real-user', 'the real password')
   let flooding = true
   let n = 0
@@ -171,7 +171,7 @@ t.test('a login refused with 503 is not counted as a failed login', async (t) =>
   // One thread and one queue place: of a burst of logins, two are checked and the rest find
   // the pool full (503). Each attempt is charged up front; a 503 must be given back, or the
   // next burst meets 429 rate_limited although not one password was wrong.
-  const gw = await gateway({ PASSWORD_HASH_COST: '16', WORKER_THREADS: '1', WORKER_MAX_QUEUE: '1', LOGIN_MAX_FAILURES: '6' })
+  const gw = await gateway({ PASSWORD_HASH_COST: '16', THREADS: '1', THREAD_MAX_QUEUE: '1', LOGIN_MAX_FAILURES: '6' })
   await gw.newUser('busy-user', 'the real password')
   const login = async (): Promise<number> => (await gw.request('POST', '/api/auth/login', JSON.stringify({ username: 'busy-user', password: 'the real password' }), { anonymous: true })).status
   const first = await Promise.all(Array.from({ length: 6 }, login))

@@ -498,7 +498,7 @@ t.test('through the gateway: a chat is answered by the model, and the session\'s
   // Only once the worker answers is its subscription known to be in place.
   await (await startFakeGateway(t, broker)).ready()
   // A generous task deadline: password hashing on a loaded CI machine is not what is under test.
-  const gw = await startGateway(t, { MQTT_URL: broker.url, CHAT_TIMEOUT_MS: '10000', WORKER_TASK_TIMEOUT_MS: '60000' })
+  const gw = await startGateway(t, { MQTT_URL: broker.url, CHAT_TIMEOUT_MS: '10000', THREAD_TASK_TIMEOUT_MS: '60000' })
   await waitFor(() => gw.tether.link.isUp, { what: 'gateway link up' })
   const first = await gw.chat('e2e', 'hello')
   t.equal(first.status, 200, first.text)

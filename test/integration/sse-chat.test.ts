@@ -10,7 +10,7 @@ import { startGateway, type Gateway } from '../fixtures/gateway.js'
 import { chunk, echo, failure, startScriptedWorker, type Behaviour } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
-const BASE_ENV = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const BASE_ENV = { THREAD_TASK_TIMEOUT_MS: '60000' }
 const CHAT_TIMEOUT_MS = 1500
 
 /** Scripted by content: `fail…` a chunk then a worker error, `hang…` a chunk then silence, `silent…` nothing; else echo. */

@@ -11,7 +11,7 @@ import { chunk, done, echo, failure, startScriptedWorker, type Behaviour, type S
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, wsUrl, type TestSocket } from '../fixtures/ws-client.js'
 
-const BASE_ENV = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const BASE_ENV = { THREAD_TASK_TIMEOUT_MS: '60000' }
 const CHAT_TIMEOUT_MS = 2000
 
 /**

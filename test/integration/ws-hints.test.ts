@@ -13,7 +13,7 @@ import { waitFor } from '../fixtures/wait-for.js'
 import { connect, isProbe, mqttPeer, rawHandshake, refused, untilHintsFlow, wsUrl, type MqttPeer, type TestSocket } from '../fixtures/ws-client.js'
 
 // Password hashing is not under test here; a loaded CI machine must not fail the fixture user.
-const BASE_ENV = { WORKER_TASK_TIMEOUT_MS: '60000' }
+const BASE_ENV = { THREAD_TASK_TIMEOUT_MS: '60000' }
 const RATE_PER_S = 10
 const BURST = 5
 const MAX_PAYLOAD = 1024

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError, loadConfig, parseOrigins, SETTINGS, unknownVariables } from '../../src/config.js'
+import { ConfigError, GATEWAY_CONFIG, loadConfig, parseOrigins, SETTINGS, unknownVariables } from '../../src/config.js'
 
 function problemOf (env: Record<string, string>): string {
   try {
@@ -35,10 +34,10 @@ t.test('defaults match the documented ones', async (t) => {
   t.ok(Object.isFrozen(c))
 })
 
-t.test('without MQTT_URL the demo responder is on; with it, only when DEMO_WORKER is set', async (t) => {
-  t.equal(loadConfig({}).demoWorker, true)
-  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883' }).demoWorker, false)
-  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883', DEMO_WORKER: '1' }).demoWorker, true)
+t.test('without MQTT_URL the demo responder is on; with it, only when DEMO_RESPONDER is set', async (t) => {
+  t.equal(loadConfig({}).demoResponder, true)
+  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883' }).demoResponder, false)
+  t.equal(loadConfig({ MQTT_URL: 'mqtt://127.0.0.1:1883', DEMO_RESPONDER: '1' }).demoResponder, true)
 })
 
 t.test('a bad value is one line naming the variable, the problem and an example', async (t) => {
@@ -52,7 +51,7 @@ t.test('a bad value is one line naming the variable, the problem and an example'
   t.match(problemOf({ MQTT_TOPIC_PREFIX: 'llm/#' }), /MQTT_TOPIC_PREFIX must not contain MQTT wildcards/)
   t.match(problemOf({ MQTT_TOPIC_PREFIX: 'a//b' }), /empty levels/)
   t.match(problemOf({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/)
-  t.match(problemOf({ DEMO_WORKER: 'maybe' }), /DEMO_WORKER must be one of/)
+  t.match(problemOf({ DEMO_RESPONDER: 'maybe' }), /DEMO_RESPONDER must be one of/)
   t.match(problemOf({ INSTANCE_ID: 'a/b' }), /INSTANCE_ID must match/)
   t.match(problemOf({ MQTT_BACKOFF_BASE_MS: '5000', MQTT_BACKOFF_CAP_MS: '1000' }), /must not exceed MQTT_BACKOFF_CAP_MS/)
 })
@@ -76,7 +75,25 @@ t.test('variables that look like ours but are unknown are reported as likely typ
   t.same(unknownVariables({ MQTT_KEEPALIVE: '15', MQTT_URL: 'x', PATH: '/bin', MQTT_TEST_URL: 'x' }), ['MQTT_KEEPALIVE'])
 })
 
-t.test('the README documents every variable', async (t) => {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
-  for (const s of SETTINGS) t.ok(readme.includes(`\`${s.env}\``), `${s.env} is in the README`)
+t.test('the former names of renamed settings are still read, and reported as deprecated', async (t) => {
+  const env = { WORKER_THREADS: '3', WORKER_NICE: '5', WORKER_MAX_QUEUE: '7', WORKER_TASK_TIMEOUT_MS: '900', WORKER_INLINE: '1', DEMO_WORKER: '1', MQTT_URL: 'mqtt://127.0.0.1:1883' }
+  const c = loadConfig(env)
+  t.same([c.threads, c.threadNice, c.threadMaxQueue, c.threadTaskTimeoutMs, c.threadInline, c.demoResponder], [3, 5, 7, 900, true, true])
+  t.same(GATEWAY_CONFIG.deprecatedVariables(env).map((d) => `${d.name}->${d.replacement}`).sort(), [
+    'DEMO_WORKER->DEMO_RESPONDER', 'WORKER_INLINE->THREAD_INLINE', 'WORKER_MAX_QUEUE->THREAD_MAX_QUEUE',
+    'WORKER_NICE->THREAD_NICE', 'WORKER_TASK_TIMEOUT_MS->THREAD_TASK_TIMEOUT_MS', 'WORKER_THREADS->THREADS'
+  ])
+  t.same(unknownVariables(env), [], 'a former name is not a typo')
+  t.equal(loadConfig({ THREADS: '2', WORKER_THREADS: '3' }).threads, 2, 'the new name wins when both are set')
+  t.match(problemOf({ WORKER_THREADS: 'many' }), /^config: WORKER_THREADS must be a whole number/, 'a bad former value is reported under the name that was set')
+})
+
+t.test('every setting has a doc, an example that parses, and a distinct name', async (t) => {
+  const names = SETTINGS.flatMap((s) => [s.env, ...(s.formerly ?? [])])
+  t.equal(new Set(names).size, names.length)
+  for (const s of SETTINGS) {
+    t.ok(s.doc.length > 10, `${s.env} has a doc`)
+    if (s.env === 'NODE_ENV' || s.env === 'AUTH_SECRET') continue
+    t.doesNotThrow(() => loadConfig({ [s.env]: s.example }), `${s.env}=${s.example} is accepted`)
+  }
 })

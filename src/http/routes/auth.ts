@@ -1,6 +1,6 @@
 /**
  * POST /api/auth/register, POST /api/auth/login, GET /api/auth/me. Password hashing and
- * verification run in the worker-thread pool; a login for an unknown user still verifies
+ * verification run in the thread pool; a login for an unknown user still verifies
  * against a fixed hash so the answer takes as long as for a wrong password.
  */
 import type { Passwords } from '../../auth/password.js'

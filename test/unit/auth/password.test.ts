@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createPasswords } from '../../../src/auth/password.js'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool } from '../../../src/workers/worker-pool.js'
+import { createThreadPool } from '../../../src/threads/thread-pool.js'
 import hashPassword from '../../../workers/hash-password.worker.js'
 import verifyPassword from '../../../workers/verify-password.worker.js'
 
@@ -10,7 +10,7 @@ const COST = 12
 const FORMAT = /^scrypt\$4096\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/
 
 // One pool for the file: starting threads under the TypeScript loader takes most of a second.
-const pool = createWorkerPool({ threads: 2, maxQueue: 16, defaultTimeoutMs: 30_000, log: silentLogger() })
+const pool = createThreadPool({ threads: 2, maxQueue: 16, defaultTimeoutMs: 30_000, log: silentLogger() })
 pool.start()
 t.teardown(() => pool.stop())
 const passwords = createPasswords(pool, { cost: COST })
@@ -100,7 +100,7 @@ t.test('hashing runs off the main thread: the event loop keeps turning during fo
   const slower = createPasswords(pool, { cost: 14 })
   await Promise.all([slower.hash('a'), slower.hash('b'), slower.hash('c'), slower.hash('d')])
   hashing = false
-  t.equal(pool.stats().completed - before, 4, 'all four went through the worker pool')
+  t.equal(pool.stats().completed - before, 4, 'all four went through the thread pool')
   // Each hash is tens of ms of CPU; on the main thread the loop could not turn while one ran,
   // so at most a handful of turns would fit. Off it, the loop turns freely throughout.
   t.ok(ticks - startTicks >= 20, `event loop turned ${ticks - startTicks} times while hashing`)

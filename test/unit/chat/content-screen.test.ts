@@ -2,11 +2,11 @@ import t from 'tap'
 import { CONTENT_REJECTED_MESSAGE, createContentScreen, SCREENING_TIMED_OUT_MESSAGE } from '../../../src/chat/content-screen.js'
 import { TetherError } from '../../../src/errors.js'
 import { silentLogger } from '../../../src/log.js'
-import { WorkerPoolError, type WorkerPool } from '../../../src/workers/worker-pool.js'
+import { ThreadPoolError, type ThreadPool } from '../../../src/threads/thread-pool.js'
 
 function fakePool (answer: () => Promise<unknown>) {
   const calls: Array<{ task: string, input: any, options: any }> = []
-  const pool: Pick<WorkerPool, 'run'> = {
+  const pool: Pick<ThreadPool, 'run'> = {
     run: async <T>(task: string, input: unknown, options?: unknown): Promise<T> => {
       calls.push({ task, input, options })
       return await answer() as T
@@ -35,15 +35,15 @@ t.test('a match is 400 invalid_request that says a filter refused it, not which 
 })
 
 t.test('screening past its deadline is 503 overloaded with its own message and a Retry-After', async (t) => {
-  const { pool } = fakePool(async () => { throw new WorkerPoolError('task_timeout', 'late') })
+  const { pool } = fakePool(async () => { throw new ThreadPoolError('task_timeout', 'late') })
   await t.rejects(createContentScreen(pool, { patterns, timeoutMs: 150, log: silentLogger() }).check('aaaa!'),
     { code: 'overloaded', status: 503, message: SCREENING_TIMED_OUT_MESSAGE, retryAfterS: 1 })
 })
 
 t.test('the pool\'s own refusals pass through for the failure mapping', async (t) => {
   for (const code of ['overloaded', 'pool_stopped'] as const) {
-    const { pool } = fakePool(async () => { throw new WorkerPoolError(code, code) })
-    await t.rejects(createContentScreen(pool, { patterns, timeoutMs: 150, log: silentLogger() }).check('x'), { name: 'WorkerPoolError', code })
+    const { pool } = fakePool(async () => { throw new ThreadPoolError(code, code) })
+    await t.rejects(createContentScreen(pool, { patterns, timeoutMs: 150, log: silentLogger() }).check('x'), { name: 'ThreadPoolError', code })
   }
 })
 

@@ -2,7 +2,7 @@ import t from 'tap'
 import { createHistoryTrimmer, trimToBytes } from '../../../src/chat/history-trimmer.js'
 import { silentLogger } from '../../../src/log.js'
 import type { HistoryTurn } from '../../../src/mqtt/protocol.js'
-import { WorkerPoolError, type WorkerPool } from '../../../src/workers/worker-pool.js'
+import { ThreadPoolError, type ThreadPool } from '../../../src/threads/thread-pool.js'
 
 const user = (content: string): HistoryTurn => ({ role: 'user', content })
 const assistant = (content: string): HistoryTurn => ({ role: 'assistant', content })
@@ -10,7 +10,7 @@ const assistant = (content: string): HistoryTurn => ({ role: 'assistant', conten
 /** A pool that records what it is asked and answers with `answer`. */
 function fakePool (answer: (task: string, input: any) => Promise<unknown>) {
   const calls: Array<{ task: string, input: any, options: unknown }> = []
-  const pool: Pick<WorkerPool, 'run'> = {
+  const pool: Pick<ThreadPool, 'run'> = {
     run: async <T>(task: string, input: unknown, options?: unknown): Promise<T> => {
       calls.push({ task, input, options })
       return await answer(task, input) as T
@@ -42,7 +42,7 @@ t.test('a budget of 0, an empty history and one no larger than the budget in byt
 t.test('a full or late pool does not fail the chat: the history is cut to the budget in UTF-8 bytes', async (t) => {
   const history = [user('older turn'), assistant('é'.repeat(4)), user('new')]
   for (const code of ['overloaded', 'task_timeout'] as const) {
-    const { pool } = fakePool(async () => { throw new WorkerPoolError(code, code) })
+    const { pool } = fakePool(async () => { throw new ThreadPoolError(code, code) })
     const trimmer = createHistoryTrimmer(pool, { maxTokens: 11, log: silentLogger() })
     // "new" is 3 bytes, "éééé" 8: 11 in all; "older turn" would not fit.
     t.same(await trimmer.trim(history), history.slice(1), `on ${code}`)
@@ -50,7 +50,7 @@ t.test('a full or late pool does not fail the chat: the history is cut to the bu
 })
 
 t.test('a stopped pool and a task that threw are passed on, not papered over', async (t) => {
-  const stopped = createHistoryTrimmer(fakePool(async () => { throw new WorkerPoolError('pool_stopped', 'stopped') }).pool, { maxTokens: 5, log: silentLogger() })
+  const stopped = createHistoryTrimmer(fakePool(async () => { throw new ThreadPoolError('pool_stopped', 'stopped') }).pool, { maxTokens: 5, log: silentLogger() })
   await t.rejects(stopped.trim([user('more than five bytes')]), { code: 'pool_stopped' })
   const broken = createHistoryTrimmer(fakePool(async () => { throw new TypeError('bad input') }).pool, { maxTokens: 5, log: silentLogger() })
   await t.rejects(broken.trim([user('more than five bytes')]), TypeError)

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError, loadWorkerConfig, unknownWorkerVariables, WORKER_SETTINGS } from '../../../src/llm-worker/config.js'
+import { ConfigError, loadWorkerConfig, unknownWorkerVariables } from '../../../src/llm-worker/config.js'
 
 const REQUIRED = { MQTT_URL: 'mqtt://127.0.0.1:1883', LLM_BASE_URL: 'http://127.0.0.1:11434', LLM_MODEL: 'llama3.2' }
 
@@ -81,9 +80,4 @@ t.test('other values are checked too', async (t) => {
 
 t.test('look-alike variables that are not read are reported as likely typos', async (t) => {
   t.same(unknownWorkerVariables({ ...REQUIRED, WORKER_CONCURENCY: '4', LLM_MODLE: 'x', PATH: '/bin', WORKER_QUEUE: '3' }), ['WORKER_CONCURENCY', 'LLM_MODLE'])
-})
-
-t.test('every variable is documented in docs/worker.md', async (t) => {
-  const doc = readFileSync(new URL('../../../docs/worker.md', import.meta.url), 'utf8')
-  for (const setting of WORKER_SETTINGS) t.match(doc, `\`${setting.env}\``, setting.env)
 })

@@ -1,11 +1,11 @@
 import t from 'tap'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool } from '../../../src/workers/worker-pool.js'
+import { createThreadPool } from '../../../src/threads/thread-pool.js'
 import screenContent, { type ScreenContentOutput, type ScreenPattern } from '../../../workers/screen-content.worker.js'
 
 // One pool for the file, on the real clock: the runaway pattern below must really be stopped.
 // One thread, so "the pool serves the next task" can only mean the stuck thread was replaced.
-const pool = createWorkerPool({ threads: 1, maxQueue: 8, defaultTimeoutMs: 30_000, log: silentLogger() })
+const pool = createThreadPool({ threads: 1, maxQueue: 8, defaultTimeoutMs: 30_000, log: silentLogger() })
 pool.start()
 t.teardown(() => pool.stop())
 
@@ -57,7 +57,7 @@ t.test('a catastrophic pattern times out at its deadline, the loop keeps turning
   settled = true
   const tookMs = performance.now() - started
 
-  t.match(outcome, { error: { name: 'WorkerPoolError', code: 'task_timeout' } }, 'rejected with task_timeout')
+  t.match(outcome, { error: { name: 'ThreadPoolError', code: 'task_timeout' } }, 'rejected with task_timeout')
   t.ok(tookMs >= DEADLINE_MS - 20, `not before the deadline (${Math.round(tookMs)} ms)`)
   t.ok(tookMs < 10_000, `well before the match could finish (${Math.round(tookMs)} ms)`)
   // A loop blocked for the whole deadline would have turned once or twice.

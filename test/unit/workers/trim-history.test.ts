@@ -1,11 +1,11 @@
 import t from 'tap'
 import { countTokens } from 'gpt-tokenizer/encoding/o200k_base'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool } from '../../../src/workers/worker-pool.js'
+import { createThreadPool } from '../../../src/threads/thread-pool.js'
 import type { TrimHistoryOutput, TrimTurn } from '../../../workers/trim-history.worker.js'
 
 // One pool for the file: a thread's first trim loads the o200k_base ranks (about a second).
-const pool = createWorkerPool({ threads: 1, maxQueue: 8, defaultTimeoutMs: 60_000, log: silentLogger() })
+const pool = createThreadPool({ threads: 1, maxQueue: 8, defaultTimeoutMs: 60_000, log: silentLogger() })
 pool.start()
 t.teardown(() => pool.stop())
 

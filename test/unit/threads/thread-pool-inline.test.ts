@@ -2,15 +2,15 @@ import t from 'tap'
 import { threadId } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool, type WorkerPoolOptions } from '../../../src/workers/worker-pool.js'
+import { createThreadPool, type ThreadPoolOptions } from '../../../src/threads/thread-pool.js'
 import type { SpinInput } from '../../fixtures/workers/spin.worker.js'
 
 const spin = fileURLToPath(new URL('../../fixtures/workers/spin.worker.ts', import.meta.url))
 
 interface Scope { teardown (fn: () => unknown): void }
 
-function startInline (t: Scope, options: Partial<WorkerPoolOptions> = {}) {
-  const pool = createWorkerPool({ threads: 2, maxQueue: 4, defaultTimeoutMs: 60_000, log: silentLogger(), tasks: { spin }, inline: true, ...options })
+function startInline (t: Scope, options: Partial<ThreadPoolOptions> = {}) {
+  const pool = createThreadPool({ threads: 2, maxQueue: 4, defaultTimeoutMs: 60_000, log: silentLogger(), tasks: { spin }, inline: true, ...options })
   pool.start()
   t.teardown(() => pool.stop())
   const runSpin = (input: SpinInput, runOptions?: { timeoutMs?: number }) => pool.run<{ threadId: number }>('spin', input, runOptions)
@@ -48,7 +48,7 @@ t.test('inline mode passes a task\'s error to the caller and counts it', async (
 })
 
 t.test('inline mode keeps the lifecycle: nothing runs before start or after stop', async (t) => {
-  const pool = createWorkerPool({ threads: 1, maxQueue: 0, defaultTimeoutMs: 1_000, log: silentLogger(), tasks: { spin }, inline: true })
+  const pool = createThreadPool({ threads: 1, maxQueue: 0, defaultTimeoutMs: 1_000, log: silentLogger(), tasks: { spin }, inline: true })
   t.teardown(() => pool.stop())
   await t.rejects(pool.run('spin', { ms: 0 }), { code: 'pool_stopped' }, 'before start')
   pool.start()

@@ -11,25 +11,25 @@
  *   a replacement, and the caller gets `task_timeout`;
  * - an explicit lifecycle: no thread exists before start() or after stop().
  *
- * `inline` (WORKER_INLINE, a benchmarking switch refused in production) runs the same task
+ * `inline` (THREAD_INLINE, a benchmarking switch refused in production) runs the same task
  * modules on the calling thread instead, to show what the threads prevent.
  */
 import { pathToFileURL } from 'node:url'
 import { Piscina } from 'piscina'
 import { systemClock, type Clock } from '../clock.js'
 import type { Logger } from '../log.js'
-import { workerFile } from './worker-file.js'
+import { taskFile } from './task-file.js'
 
-export type WorkerPoolErrorCode = 'overloaded' | 'task_timeout' | 'pool_stopped'
+export type ThreadPoolErrorCode = 'overloaded' | 'task_timeout' | 'pool_stopped'
 
-export class WorkerPoolError extends Error {
-  readonly code: WorkerPoolErrorCode
+export class ThreadPoolError extends Error {
+  readonly code: ThreadPoolErrorCode
   /** Set for `overloaded`: whole seconds after which a retry is likely to be admitted. */
   readonly retryAfterS: number | undefined
 
-  constructor (code: WorkerPoolErrorCode, message: string, retryAfterS?: number) {
+  constructor (code: ThreadPoolErrorCode, message: string, retryAfterS?: number) {
     super(message)
-    this.name = 'WorkerPoolError'
+    this.name = 'ThreadPoolError'
     this.code = code
     this.retryAfterS = retryAfterS
   }
@@ -38,25 +38,25 @@ export class WorkerPoolError extends Error {
 /** The tasks src/ runs; tests may register more through `tasks`. */
 export type KnownTask = 'hash-password' | 'verify-password' | 'trim-history' | 'screen-content'
 
-export interface WorkerPoolOptions {
-  /** Worker threads kept running between start() and stop() (WORKER_THREADS). */
+export interface ThreadPoolOptions {
+  /** Worker threads kept running between start() and stop() (THREADS). */
   threads: number
-  /** Tasks allowed to wait for a thread; one more is refused as overloaded (WORKER_MAX_QUEUE). */
+  /** Tasks allowed to wait for a thread; one more is refused as overloaded (THREAD_MAX_QUEUE). */
   maxQueue: number
   /**
-   * How much lower than the event loop's the worker threads' CPU priority is (WORKER_NICE,
+   * How much lower than the event loop's the worker threads' CPU priority is (THREAD_NICE,
    * nice(2) units, Linux keeps one per thread; 0 = the same). When the threads and the loop
    * want the same cores, the loop wins, so a login storm's scrypt waits, not health checks.
    */
   niceIncrement?: number
-  /** Deadline of a task that names none, queueing included (WORKER_TASK_TIMEOUT_MS). */
+  /** Deadline of a task that names none, queueing included (THREAD_TASK_TIMEOUT_MS). */
   defaultTimeoutMs: number
   log: Pick<Logger, 'warn' | 'error'>
   clock?: Clock
   /** Extra task names and the absolute path (or file URL) of their worker file. */
   tasks?: Readonly<Record<string, string>>
   /**
-   * Run every task on the calling thread (WORKER_INLINE): no threads, no backlog, no
+   * Run every task on the calling thread (THREAD_INLINE): no threads, no backlog, no
    * deadlines. For benchmarks only, to measure what the pool keeps off the event loop.
    */
   inline?: boolean
@@ -69,7 +69,7 @@ export interface RunOptions {
   signal?: AbortSignal
 }
 
-export interface WorkerPoolStats {
+export interface ThreadPoolStats {
   /** Live worker threads (0 when stopped; briefly fewer while one is being replaced). */
   threads: number
   queued: number
@@ -83,12 +83,12 @@ export interface WorkerPoolStats {
   overloaded: number
 }
 
-export interface WorkerPool {
+export interface ThreadPool {
   start (): void
   /** Terminates every thread; tasks still queued or running reject with `pool_stopped`. */
   stop (): Promise<void>
   run<T = unknown> (task: KnownTask | (string & {}), input: unknown, options?: RunOptions): Promise<T>
-  stats (): WorkerPoolStats
+  stats (): ThreadPoolStats
 }
 
 /**
@@ -121,7 +121,7 @@ const KEPT_FLAGS = new Set(['--enable-source-maps', '--no-warnings', '--no-depre
  * process's own flags cannot be passed on wholesale: the gateway run with --expose-gc
  * (bench:chat's heap phase) could not start its pool.
  */
-export function workerExecArgv (execArgv: readonly string[], noRequireModule: boolean): string[] {
+export function threadExecArgv (execArgv: readonly string[], noRequireModule: boolean): string[] {
   const kept: string[] = []
   for (let i = 0; i < execArgv.length; i++) {
     const arg = execArgv[i] as string
@@ -136,7 +136,7 @@ export function workerExecArgv (execArgv: readonly string[], noRequireModule: bo
   return kept
 }
 
-export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
+export function createThreadPool (options: ThreadPoolOptions): ThreadPool {
   const { threads, maxQueue, defaultTimeoutMs, log } = options
   const clock = options.clock ?? systemClock
   if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer >= 1, got ${threads}`)
@@ -144,10 +144,10 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
   if (!(defaultTimeoutMs > 0)) throw new RangeError(`defaultTimeoutMs must be > 0, got ${defaultTimeoutMs}`)
 
   const files = new Map<string, string>([
-    ['hash-password', workerFile('hash-password')],
-    ['verify-password', workerFile('verify-password')],
-    ['trim-history', workerFile('trim-history')],
-    ['screen-content', workerFile('screen-content')],
+    ['hash-password', taskFile('hash-password')],
+    ['verify-password', taskFile('verify-password')],
+    ['trim-history', taskFile('trim-history')],
+    ['screen-content', taskFile('screen-content')],
     ...Object.entries(options.tasks ?? {})
   ])
 
@@ -162,9 +162,9 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
     return Math.min(MAX_RETRY_AFTER_S, Math.max(MIN_RETRY_AFTER_S, Math.ceil(latencyMs / 1000)))
   }
 
-  function overloaded (): WorkerPoolError {
+  function overloaded (): ThreadPoolError {
     counts.overloaded++
-    return new WorkerPoolError('overloaded', `worker pool backlog is full (${threads} running, ${maxQueue} queued)`, retryAfterS())
+    return new ThreadPoolError('overloaded', `thread pool backlog is full (${threads} running, ${maxQueue} queued)`, retryAfterS())
   }
 
   /** Task modules loaded on the main thread (inline mode), by file. */
@@ -177,7 +177,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
    * exactly what this mode exists to show.
    */
   async function runInline<T> (task: string, filename: string, input: unknown, signal: AbortSignal | undefined): Promise<T> {
-    if (!inlineStarted) throw new WorkerPoolError('pool_stopped', 'worker pool is not running')
+    if (!inlineStarted) throw new ThreadPoolError('pool_stopped', 'thread pool is not running')
     if (signal?.aborted === true) throw signal.reason
     let loading = inlineModules.get(filename)
     if (loading === undefined) {
@@ -190,7 +190,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
     inFlight++
     try {
       const mod = await loading
-      if (typeof mod.default !== 'function') throw new TypeError(`worker task "${task}" (${filename}) has no default export`)
+      if (typeof mod.default !== 'function') throw new TypeError(`thread task "${task}" (${filename}) has no default export`)
       const result = await mod.default(input) as T
       counts.completed++
       return result
@@ -204,10 +204,10 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
 
   async function run<T> (task: string, input: unknown, runOptions: RunOptions = {}): Promise<T> {
     const filename = files.get(task)
-    if (filename === undefined) throw new TypeError(`unknown worker task "${task}"`)
+    if (filename === undefined) throw new TypeError(`unknown thread task "${task}"`)
     if (options.inline === true) return await runInline<T>(task, filename, input, runOptions.signal)
     const instance = pool
-    if (instance === null) throw new WorkerPoolError('pool_stopped', 'worker pool is not running')
+    if (instance === null) throw new ThreadPoolError('pool_stopped', 'thread pool is not running')
     const { signal } = runOptions
     if (signal?.aborted === true) throw signal.reason
     // Our own count rather than piscina's maxQueue alone: piscina also counts threads that
@@ -220,7 +220,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
     let callerAborted = false
     const timer = clock.setTimeout(() => {
       timedOut = true
-      controller.abort(new WorkerPoolError('task_timeout', `worker task "${task}" exceeded ${timeoutMs} ms`))
+      controller.abort(new ThreadPoolError('task_timeout', `thread task "${task}" exceeded ${timeoutMs} ms`))
     }, timeoutMs)
     const onCallerAbort = (): void => {
       callerAborted = true
@@ -237,11 +237,11 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
     } catch (err) {
       if (timedOut) {
         counts.timedOut++
-        log.warn({ task, timeoutMs }, 'worker task exceeded its deadline; its thread is replaced')
-        throw new WorkerPoolError('task_timeout', `worker task "${task}" exceeded ${timeoutMs} ms`)
+        log.warn({ task, timeoutMs }, 'thread task exceeded its deadline; its thread is replaced')
+        throw new ThreadPoolError('task_timeout', `thread task "${task}" exceeded ${timeoutMs} ms`)
       }
       if (callerAborted) throw signal?.reason
-      if (pool !== instance) throw new WorkerPoolError('pool_stopped', 'worker pool stopped before the task finished')
+      if (pool !== instance) throw new ThreadPoolError('pool_stopped', 'thread pool stopped before the task finished')
       if (isQueueLimit(err)) throw overloaded()
       counts.failed++
       throw err
@@ -257,7 +257,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
   return {
     start () {
       if (options.inline === true) {
-        if (!inlineStarted) log.warn('WORKER_INLINE: worker tasks run on the event loop, without deadlines (benchmarking only)')
+        if (!inlineStarted) log.warn('THREAD_INLINE: thread tasks run on the event loop, without deadlines (benchmarking only)')
         inlineStarted = true
         return
       }
@@ -265,7 +265,7 @@ export function createWorkerPool (options: WorkerPoolOptions): WorkerPool {
       pool = new Piscina({
         minThreads: threads,
         maxThreads: threads,
-        execArgv: workerExecArgv(process.execArgv, process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')),
+        execArgv: threadExecArgv(process.execArgv, process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')),
         // Applied by each thread to itself when it starts, through @napi-rs/nice.
         niceIncrement: options.niceIncrement ?? 0,
         // Backstop only; run() refuses first (see above).

@@ -4,7 +4,7 @@ import { threadId } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import { SimulatedClock } from 'xstate'
 import { silentLogger } from '../../../src/log.js'
-import { createWorkerPool, workerExecArgv, WorkerPoolError, type WorkerPoolOptions } from '../../../src/workers/worker-pool.js'
+import { createThreadPool, threadExecArgv, ThreadPoolError, type ThreadPoolOptions } from '../../../src/threads/thread-pool.js'
 import { startedFlag, whenStarted, type SpinInput } from '../../fixtures/workers/spin.worker.js'
 import { spawnTs, waitExit } from '../../fixtures/run-ts.js'
 
@@ -14,9 +14,9 @@ const FOREVER_MS = 10 * 60_000
 
 interface Scope { teardown (fn: () => unknown): void }
 
-function startPool (t: Scope, options: Partial<WorkerPoolOptions> = {}) {
+function startPool (t: Scope, options: Partial<ThreadPoolOptions> = {}) {
   const clock = new SimulatedClock()
-  const pool = createWorkerPool({
+  const pool = createThreadPool({
     threads: 1,
     maxQueue: 4,
     defaultTimeoutMs: 60_000,
@@ -39,7 +39,7 @@ function watch (p: Promise<unknown>) {
   return { state, done }
 }
 
-t.test('a task runs on a worker thread and returns its result', async (t) => {
+t.test('a task runs on a pool thread and returns its result', async (t) => {
   const { runSpin, pool } = startPool(t)
   const result = await runSpin({ ms: 0 })
   t.not(result.threadId, threadId, 'not the main thread')
@@ -67,7 +67,7 @@ t.test('a task past its deadline rejects with task_timeout and the pool serves t
   await Promise.resolve()
   t.equal(watched.state.settled, false, 'still running 1 ms before the deadline')
   clock.increment(1)
-  await t.rejects(runaway, { name: 'WorkerPoolError', code: 'task_timeout' })
+  await t.rejects(runaway, { name: 'ThreadPoolError', code: 'task_timeout' })
   // The only thread was spinning for ten minutes: this can only finish if it was replaced.
   const next = await runSpin({ ms: 0 })
   t.not(next.threadId, firstThread, 'served by a fresh thread')
@@ -107,9 +107,9 @@ t.test('a full backlog refuses at once with overloaded and a Retry-After', async
 
   const refused = watch(runSpin({ ms: 0 }))
   await refused.done
-  t.type(refused.state.error, WorkerPoolError)
+  t.type(refused.state.error, ThreadPoolError)
   t.match(refused.state.error, { code: 'overloaded', retryAfterS: Number })
-  const retryAfterS = (refused.state.error as WorkerPoolError).retryAfterS ?? 0
+  const retryAfterS = (refused.state.error as ThreadPoolError).retryAfterS ?? 0
   t.ok(retryAfterS >= 1, `Retry-After ${retryAfterS} s is at least 1 s`)
   t.equal(running.state.settled, false, 'refused before anything ahead of it finished')
   t.notOk(waiting.some((w) => w.state.settled))
@@ -157,7 +157,7 @@ t.test('stop rejects queued and running tasks with pool_stopped', async (t) => {
 })
 
 t.test('no thread exists before start or after stop', async (t) => {
-  const pool = createWorkerPool({ threads: 2, maxQueue: 0, defaultTimeoutMs: 1_000, log: silentLogger(), clock: new SimulatedClock(), tasks: { spin } })
+  const pool = createThreadPool({ threads: 2, maxQueue: 0, defaultTimeoutMs: 1_000, log: silentLogger(), clock: new SimulatedClock(), tasks: { spin } })
   t.teardown(() => pool.stop())
   t.equal(pool.stats().threads, 0)
   await t.rejects(pool.run('spin', { ms: 0 }), { code: 'pool_stopped' }, 'before start')
@@ -171,9 +171,9 @@ t.test('no thread exists before start or after stop', async (t) => {
 
 t.test('bad options are refused at construction', async (t) => {
   const log = silentLogger()
-  t.throws(() => createWorkerPool({ threads: 0, maxQueue: 1, defaultTimeoutMs: 1, log }), RangeError)
-  t.throws(() => createWorkerPool({ threads: 1, maxQueue: -1, defaultTimeoutMs: 1, log }), RangeError)
-  t.throws(() => createWorkerPool({ threads: 1, maxQueue: 1, defaultTimeoutMs: 0, log }), RangeError)
+  t.throws(() => createThreadPool({ threads: 0, maxQueue: 1, defaultTimeoutMs: 1, log }), RangeError)
+  t.throws(() => createThreadPool({ threads: 1, maxQueue: -1, defaultTimeoutMs: 1, log }), RangeError)
+  t.throws(() => createThreadPool({ threads: 1, maxQueue: 1, defaultTimeoutMs: 0, log }), RangeError)
 })
 
 t.test('after stop the process exits by itself: no thread, timer or port left behind', async (t) => {
@@ -191,10 +191,10 @@ t.test('after stop the process exits by itself: no thread, timer or port left be
 
 t.test('worker threads get the process\'s module-loading flags and none of the flags Node refuses in workers', async (t) => {
   t.same(
-    workerExecArgv(['--expose-gc', '--max-old-space-size=200', '--import=loader.mjs', '--require', 'hook.cjs', '--enable-source-maps', '--title=x', '--cpu-prof'], true),
+    threadExecArgv(['--expose-gc', '--max-old-space-size=200', '--import=loader.mjs', '--require', 'hook.cjs', '--enable-source-maps', '--title=x', '--cpu-prof'], true),
     ['--import=loader.mjs', '--require', 'hook.cjs', '--enable-source-maps', '--no-experimental-require-module']
   )
-  t.same(workerExecArgv([], false), [])
+  t.same(threadExecArgv([], false), [])
 })
 
 t.test('a process started with --expose-gc still starts its pool and runs tasks', async (t) => {

@@ -1,0 +1,60 @@
+/**
+ * The MQTT link's settings, shared by every program that holds a link (the gateway, the LLM
+ * worker, the demo responder), so a link behaves and is configured the same everywhere.
+ * MQTT_URL is not here: the gateway may run without one (embedded broker), the worker may not.
+ */
+import { ConfigError, settingOf, type Setting } from './kernel.js'
+import { int, topicPrefix } from './parsers.js'
+
+export interface MqttLinkSettings {
+  readonly mqttTopicPrefix: string
+  readonly mqttKeepaliveS: number
+  readonly mqttProbeTimeoutMs: number
+  readonly mqttConnectTimeoutMs: number
+  readonly mqttMaxReconnectAttempts: number
+  readonly mqttBackoffBaseMs: number
+  readonly mqttBackoffCapMs: number
+}
+
+const s = settingOf<MqttLinkSettings>()
+
+const LINK_SETTINGS = [
+  s({ env: 'MQTT_TOPIC_PREFIX', key: 'mqttTopicPrefix', fallback: 'llm', example: 'llm', parse: topicPrefix, doc: 'First level(s) of every topic; the gateway and its LLM workers must use the same.' }),
+  s({ env: 'MQTT_KEEPALIVE_S', key: 'mqttKeepaliveS', fallback: 15, example: '15', parse: int(1, 3600), doc: 'MQTT keepalive, and the idle period after which the link is probed.' }),
+  s({ env: 'MQTT_PROBE_TIMEOUT_MS', key: 'mqttProbeTimeoutMs', fallback: 2000, example: '2000', parse: int(10, 600_000), doc: 'How long a probe may take before the link is dropped and rebuilt.' }),
+  s({ env: 'MQTT_CONNECT_TIMEOUT_MS', key: 'mqttConnectTimeoutMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'How long one connection attempt (TCP + CONNACK) may take.' }),
+  s({ env: 'MQTT_MAX_RECONNECT_ATTEMPTS', key: 'mqttMaxReconnectAttempts', fallback: 10, example: '10', parse: int(0, 1_000_000), doc: 'Failed reconnects before the link reports `givingUp` (it keeps retrying at the cap).' }),
+  s({ env: 'MQTT_BACKOFF_BASE_MS', key: 'mqttBackoffBaseMs', fallback: 500, example: '500', parse: int(1, 600_000), doc: 'Base of the exponential reconnect backoff (full jitter).' }),
+  s({ env: 'MQTT_BACKOFF_CAP_MS', key: 'mqttBackoffCapMs', fallback: 30_000, example: '30000', parse: int(1, 3_600_000), doc: 'Cap of the reconnect backoff; also the retry interval while `givingUp`.' })
+]
+
+/** The group, typed for a program whose config includes it. */
+export function mqttLinkSettings<C extends MqttLinkSettings> (): ReadonlyArray<Setting<C>> {
+  return LINK_SETTINGS as unknown as ReadonlyArray<Setting<C>>
+}
+
+/** The rule between the group's settings; throws ConfigError. */
+export function checkMqttLinkSettings (config: MqttLinkSettings): void {
+  if (config.mqttBackoffBaseMs > config.mqttBackoffCapMs) {
+    throw new ConfigError('MQTT_BACKOFF_BASE_MS', `(${config.mqttBackoffBaseMs}) must not exceed MQTT_BACKOFF_CAP_MS (${config.mqttBackoffCapMs})`, '500')
+  }
+}
+
+/** The createMqttLink options the group decides. */
+export function linkTimings (config: MqttLinkSettings): {
+  keepaliveS: number
+  probeTimeoutMs: number
+  connectTimeoutMs: number
+  maxReconnectAttempts: number
+  backoffBaseMs: number
+  backoffCapMs: number
+} {
+  return {
+    keepaliveS: config.mqttKeepaliveS,
+    probeTimeoutMs: config.mqttProbeTimeoutMs,
+    connectTimeoutMs: config.mqttConnectTimeoutMs,
+    maxReconnectAttempts: config.mqttMaxReconnectAttempts,
+    backoffBaseMs: config.mqttBackoffBaseMs,
+    backoffCapMs: config.mqttBackoffCapMs
+  }
+}
