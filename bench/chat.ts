@@ -3,127 +3,40 @@
  * without authentication and persistence on a real PostgreSQL, and heap per pending request.
  * `npm run bench:chat`; method and goals in docs/benchmarks.md.
  *
- * Env (all optional): BENCH_SECONDS (8), BENCH_WARMUP_SECONDS (2), BENCH_CONCURRENCY ("1,64,256"),
- * BENCH_SESSIONS (256), BENCH_PHASES ("ceiling,relay,persistent,pg-ceiling,heap"; "gateway" =
- * relay and persistent), BENCH_HEAP_REQUESTS (10000), BENCH_READY_TIMEOUT_S (60), BENCH_MAX_SECONDS (600,
- * whole-run watchdog), BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test: the server
- * and admin login a fresh database is created with), BENCH_DB_POOL_SIZE (unset: the gateway's
- * default; else DB_POOL_SIZE for both gateways and the PostgreSQL ceiling), ECHO_CHUNKS (0), MOSQUITTO_BIN (mosquitto),
- * BENCH_GATEWAY_DIR (dist/src: where main.js, app.js, config.js are), BENCH_GATEWAY_NODE_ARGS (extra node
- * flags for the measured gateways, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_STRICT=1 (exit 1
- * when a goal is missed).
+ * Settings: the variables read in bench/chat/settings.ts, each with its default and meaning
+ * in docs/benchmarks.md ("bench:chat").
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs'
-import { loadavg, tmpdir } from 'node:os'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { startMosquitto, type Broker } from './lib/mosquitto.js'
-import { startWorker, type Worker } from './lib/worker.js'
-import { GATEWAY_DIR, startGateway, scrapeText, samplesOf, parseMetrics, type ChatMode, type Gateway } from './lib/gateway.js'
-import { createBenchDatabase, redact, DEFAULT_ADMIN_URL, type BenchDatabase } from './lib/database.js'
-import { createBenchAccount, type BenchAccount } from './lib/accounts.js'
-import { syntheticSessionIds } from './lib/http-load.js'
-import { runLoad, type RunResult } from './lib/load-runner.js'
-import { runHeapPhase } from './lib/heap-phase.js'
-import { stopAll } from './lib/proc.js'
+import { createAccount, type Account } from './lib/accounts.js'
 import type { ProcessGroup } from './lib/cpu.js'
-import { machineInfo, markdown, goals, type Report, type Row } from './lib/report.js'
+import { createBenchDatabase, redact, type BenchDatabase } from './lib/database.js'
+import { gatewayDir, TOPIC_PREFIX, type Gateway } from './lib/gateway.js'
+import { loadAverage1m, machineInfo } from './lib/machine-info.js'
+import { parseMetrics, samplesOf, scrapeText } from './lib/metrics.js'
+import { startMosquitto, type Broker } from './lib/mosquitto.js'
+import { exitCode, writeResults } from './lib/results.js'
+import { createRun, log } from './lib/run.js'
+import { commandLine } from './lib/settings.js'
+import { startWorker, type Worker } from './lib/worker.js'
+import { startChatGateway, type ChatMode } from './chat/gateway.js'
+import { runHeapPhase } from './chat/heap-phase.js'
+import { syntheticSessionIds } from './chat/http-load.js'
+import { runLoad, type RunResult } from './chat/load-runner.js'
+import { goals, markdown, type Report, type Row } from './chat/report.js'
+import { readSettings } from './chat/settings.js'
 
-const PREFIX = 'llm'
 /** Per load run; far above what 2 cores do in BENCH_SECONDS, it only bounds a runaway loop. */
 const MAX_REQUESTS_PER_RUN = 5_000_000
-const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url))
 
-interface Settings {
-  readonly measureS: number
-  readonly warmupS: number
-  readonly concurrency: number[]
-  readonly sessions: number
-  readonly phases: Set<Phase>
-  readonly heapRequests: number
-  readonly readyTimeoutMs: number
-  readonly maxSeconds: number
-  readonly echoChunks: number
-  readonly mosquittoBin: string
-  readonly adminDatabaseUrl: string
-  readonly dbPoolSize: number | undefined
-  readonly gatewayNodeArgs: string[]
-  readonly strict: boolean
-}
-
-type Phase = 'ceiling' | 'relay' | 'persistent' | 'pg-ceiling' | 'heap'
-const PHASES: readonly Phase[] = ['ceiling', 'relay', 'persistent', 'pg-ceiling', 'heap']
-
-function num (name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isFinite(n) || n < min || n > max) {
-    console.error(`bench: ${name} must be a number between ${min} and ${max}, got "${raw}"`)
-    process.exit(78)
-  }
-  return n
-}
-
-function readSettings (): Settings {
-  const concurrency = (process.env.BENCH_CONCURRENCY ?? '1,64,256').split(',').map((s) => Number(s.trim()))
-  if (concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 4096)) {
-    console.error(`bench: BENCH_CONCURRENCY must be a comma list of whole numbers 1..4096, got "${process.env.BENCH_CONCURRENCY}"`)
-    process.exit(78)
-  }
-  const phases = new Set<Phase>()
-  for (const p of (process.env.BENCH_PHASES ?? PHASES.join(',')).split(',').map((s) => s.trim()).filter((s) => s !== '')) {
-    if (p === 'gateway') { phases.add('relay'); phases.add('persistent'); continue }
-    if (!(PHASES as readonly string[]).includes(p)) {
-      console.error(`bench: BENCH_PHASES takes ${PHASES.join(', ')} (or gateway = relay,persistent); got "${p}"`)
-      process.exit(78)
-    }
-    phases.add(p as Phase)
-  }
-  const adminDatabaseUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_ADMIN_URL
-  if (!/^postgres(ql)?:\/\//.test(adminDatabaseUrl)) {
-    console.error('bench: BENCH_DATABASE_URL must be a postgres:// URL of a server where the login may CREATE DATABASE')
-    process.exit(78)
-  }
-  return {
-    measureS: num('BENCH_SECONDS', 8, 0.5, 120),
-    warmupS: num('BENCH_WARMUP_SECONDS', 2, 0, 60),
-    concurrency,
-    // Persistent mode makes every one of them through the API, so keep the count sane.
-    sessions: num('BENCH_SESSIONS', 256, 1, 10_000),
-    phases,
-    heapRequests: num('BENCH_HEAP_REQUESTS', 10_000, 1, 50_000),
-    readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 60, 1, 600) * 1000,
-    maxSeconds: num('BENCH_MAX_SECONDS', 600, 10, 3600),
-    echoChunks: num('ECHO_CHUNKS', 0, 0, 1000),
-    mosquittoBin: process.env.MOSQUITTO_BIN ?? 'mosquitto',
-    adminDatabaseUrl,
-    gatewayNodeArgs: (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
-    dbPoolSize: process.env.BENCH_DB_POOL_SIZE === undefined || process.env.BENCH_DB_POOL_SIZE === '' ? undefined : num('BENCH_DB_POOL_SIZE', 10, 1, 90),
-    strict: process.env.BENCH_STRICT === '1'
-  }
-}
-
-function commandLine (): string {
-  const vars = Object.keys(process.env).filter((k) => k.startsWith('BENCH_') || k === 'ECHO_CHUNKS' || k === 'MOSQUITTO_BIN')
-    .sort().map((k) => `${k}=${k === 'BENCH_DATABASE_URL' ? redact(process.env[k] ?? '') : process.env[k] ?? ''}`)
-  return [...vars, 'npm run bench:chat'].join(' ')
-}
-
-function log (line: string): void { process.stderr.write(`${line}\n`) }
-
-/** Run at the end, on a signal and by the watchdog: drops the bench database. */
-let dropDatabase: (() => Promise<string | undefined>) | undefined
-
-async function cleanUp (): Promise<void> {
-  await stopAll()
-  const problem = await dropDatabase?.()
-  if (problem !== undefined) log(`bench: ${problem}`)
-}
+const run = createRun('bench')
 
 async function main (): Promise<number> {
   const s = readSettings()
+  // Whole-run watchdog: whatever hangs, the run ends, its children are stopped, the database dropped.
+  run.arm(s.maxSeconds)
   const tmp = mkdtempSync(join(tmpdir(), 'tether-bench-'))
   const failures: string[] = []
   let broker: Broker | undefined
@@ -133,18 +46,11 @@ async function main (): Promise<number> {
   // Signs tokens; random per run so no token outlives it. 64 hex characters (config wants 32+).
   const authSecret = randomBytes(32).toString('hex')
 
-  // Whole-run watchdog: whatever hangs, the run ends, its children are stopped, the database dropped.
-  const watchdog = setTimeout(() => {
-    log(`bench: still running after ${s.maxSeconds} s (BENCH_MAX_SECONDS); stopping everything`)
-    void cleanUp().finally(() => process.exit(2))
-  }, s.maxSeconds * 1000)
-  watchdog.unref()
-
   try {
     broker = await startMosquitto(tmp, s.mosquittoBin)
     log(`bench: mosquitto ${broker.version} on ${broker.url} (logs in ${tmp})`)
     const report: Report = {
-      command: commandLine(),
+      command: commandLine('bench:chat', ['ECHO_CHUNKS', 'MOSQUITTO_BIN']),
       started_at: new Date().toISOString(),
       machine: machineInfo(broker.version),
       settings: { warmup_s: s.warmupS, measure_s: s.measureS, concurrency: s.concurrency, sessions: s.sessions, db_pool_size: s.dbPoolSize ?? 'gateway default', echo_chunks: s.echoChunks, heap_requests: s.heapRequests, phases: [...s.phases], mosquitto_config: broker.config },
@@ -152,13 +58,13 @@ async function main (): Promise<number> {
       failures
     }
     log(`bench: load average ${report.machine.loadavg_1m_at_start} at start`)
-    worker = await startWorker({ url: broker.url, prefix: PREFIX, silent: false, chunks: s.echoChunks, logFile: join(tmp, 'echo-worker.log') })
+    worker = await startWorker({ url: broker.url, prefix: TOPIC_PREFIX, silent: false, chunks: s.echoChunks, logFile: join(tmp, 'echo-worker.log') })
 
     const wantsGateway = s.phases.size > (s.phases.has('ceiling') ? 1 : 0)
     if (wantsGateway) {
       try {
-        db = await createBenchDatabase(s.adminDatabaseUrl)
-        dropDatabase = db.drop
+        db = await createBenchDatabase({ adminUrl: s.adminDatabaseUrl, namePrefix: 'tether_bench_', applicationName: 'tether-bench' })
+        run.defer(db.drop)
         report.settings.postgres_version = db.serverVersion
         report.settings.postgres_settings = db.serverSettings
         report.settings.database = `${redact(db.url)} (created for this run, dropped at its end)`
@@ -176,8 +82,8 @@ async function main (): Promise<number> {
     for (const mode of ['relay', 'persistent'] as const) {
       if (db === undefined || !needs(mode)) continue
       try {
-        gateways[mode] = await startGateway({
-          mqttUrl: broker.url, prefix: PREFIX, logFile: join(tmp, `gateway-${mode}.log`), readyTimeoutMs: s.readyTimeoutMs,
+        gateways[mode] = await startChatGateway({
+          mqttUrl: broker.url, prefix: TOPIC_PREFIX, logFile: join(tmp, `gateway-${mode}.log`), readyTimeoutMs: s.readyTimeoutMs,
           chatMode: mode, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret, dbPoolSize: s.dbPoolSize, nodeArgs: s.gatewayNodeArgs
         })
         log(`bench: gateway (${mode}) ready on 127.0.0.1:${gateways[mode]?.port}`)
@@ -187,11 +93,11 @@ async function main (): Promise<number> {
       }
     }
 
-    let account: BenchAccount | undefined
+    let account: Account | undefined
     if (gateways.persistent !== undefined) {
       try {
         const t0 = Date.now()
-        account = await createBenchAccount(gateways.persistent.port, s.sessions)
+        account = await createAccount(gateways.persistent.port, { username: `bench_${randomBytes(4).toString('hex')}`, sessions: s.sessions, sessionTitle: (i) => `bench ${i}` })
         log(`bench: user ${account.username} with ${account.sessionIds.length} sessions made in ${Date.now() - t0} ms`)
       } catch (err) {
         failures.push(`persistent set-up (register, login, sessions): ${(err as Error).message}`)
@@ -232,7 +138,7 @@ async function main (): Promise<number> {
       let ceiling: RunResult | undefined
       if (s.phases.has('ceiling')) {
         try {
-          ceiling = await runLoad({ cmd: 'mqtt', opts: { url: broker.url, prefix: PREFIX, concurrency: c, warmupS: s.warmupS, measureS: s.measureS, drainMs: 5000, sessions: s.sessions, maxRequests: MAX_REQUESTS_PER_RUN }, maxLifeMs: life }, tmp, pids(undefined))
+          ceiling = await runLoad({ cmd: 'mqtt', opts: { url: broker.url, prefix: TOPIC_PREFIX, concurrency: c, warmupS: s.warmupS, measureS: s.measureS, drainMs: 5000, sessions: s.sessions, maxRequests: MAX_REQUESTS_PER_RUN }, maxLifeMs: life }, tmp, pids(undefined))
           log(`bench: ceiling c=${c}: ${ceiling.rps} req/s p50 ${ceiling.latency.p50_ms} ms p99 ${ceiling.latency.p99_ms} ms`)
         } catch (err) {
           failures.push(`ceiling c=${c}: ${(err as Error).message}`)
@@ -247,7 +153,7 @@ async function main (): Promise<number> {
         try {
           pg = await runLoad({
             cmd: 'pg',
-            opts: { gatewayDir: GATEWAY_DIR, databaseUrl: db.url, dbPoolSize: s.dbPoolSize, userId: account.userId, sessionIds, concurrency: c, warmupS: s.warmupS, measureS: s.measureS, drainMs: 5000, maxRequests: MAX_REQUESTS_PER_RUN },
+            opts: { gatewayDir: gatewayDir(), databaseUrl: db.url, dbPoolSize: s.dbPoolSize, userId: account.userId, sessionIds, concurrency: c, warmupS: s.warmupS, measureS: s.measureS, drainMs: 5000, maxRequests: MAX_REQUESTS_PER_RUN },
             maxLifeMs: life
           }, tmp, {}, backends)
           log(`bench: pg-ceiling c=${c}: ${pg.rps} chats/s p50 ${pg.latency.p50_ms} ms p99 ${pg.latency.p99_ms} ms errors ${JSON.stringify(pg.errors)} cpu ${JSON.stringify(pg.cpu_percent)}`)
@@ -290,7 +196,7 @@ async function main (): Promise<number> {
         const w = worker
         report.heap = await runHeapPhase({
           mqttUrl: broker.url,
-          prefix: PREFIX,
+          prefix: TOPIC_PREFIX,
           logDir: tmp,
           count: heapCount(s.heapRequests, report.machine.ulimit_nofile),
           sessions: s.sessions,
@@ -301,7 +207,7 @@ async function main (): Promise<number> {
           readyTimeoutMs: s.readyTimeoutMs,
           goSilent: async () => {
             await w.stop()
-            worker = await startWorker({ url: broker?.url ?? '', prefix: PREFIX, silent: true, chunks: 0, logFile: join(tmp, 'silent-worker.log') })
+            worker = await startWorker({ url: broker?.url ?? '', prefix: TOPIC_PREFIX, silent: true, chunks: 0, logFile: join(tmp, 'silent-worker.log') })
           }
         })
         log(`bench: heap per pending request ${report.heap.heap_per_pending_bytes} B (${report.heap.pending} pending)`)
@@ -311,23 +217,18 @@ async function main (): Promise<number> {
     }
 
     // With the start value, tells whether someone else shared the cores during the run.
-    report.settings.loadavg_1m_at_end = Math.round((loadavg()[0] ?? 0) * 100) / 100
-    const md = markdown(report)
-    console.log(md)
-    mkdirSync(RESULTS_DIR, { recursive: true })
-    const file = join(RESULTS_DIR, `chat-${report.started_at.replace(/[:.]/g, '-')}.json`)
-    writeFileSync(file, JSON.stringify({ ...report, goals: goals(report) }, null, 2) + '\n')
+    report.settings.loadavg_1m_at_end = loadAverage1m()
+    console.log(markdown(report))
+    const file = writeResults('chat', report.started_at, { ...report, goals: goals(report) })
     log(`bench: results written to ${file}`)
     for (const f of failures) log(`bench: FAILED ${f}`)
-    const missed = goals(report).filter((g) => g.pass === false).length
-    if (failures.length > 0) return 1
-    return s.strict && missed > 0 ? 1 : 0
+    return exitCode(failures.length > 0, goals(report), s.strict)
   } finally {
     for (const g of Object.values(gateways)) await g.stop()
     await worker?.stop()
     await broker?.stop()
-    await cleanUp()
-    clearTimeout(watchdog)
+    await run.cleanUp()
+    run.disarm()
     if (failures.length === 0) rmSync(tmp, { recursive: true, force: true })
     else log(`bench: logs kept in ${tmp}`)
   }
@@ -344,11 +245,4 @@ function heapCount (wanted: number, nofile: number | undefined): number {
   return n
 }
 
-process.on('SIGINT', () => { void cleanUp().finally(() => process.exit(130)) })
-process.on('SIGTERM', () => { void cleanUp().finally(() => process.exit(143)) })
-
-main().then((code) => { process.exitCode = code }, async (err: unknown) => {
-  log(`bench: ${(err as Error).message}`)
-  await cleanUp()
-  process.exitCode = 1
-})
+run.exitWith(main, { exitAtOnce: false })

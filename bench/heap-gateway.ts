@@ -11,6 +11,7 @@
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { setImmediate as nextTurn } from 'node:timers/promises'
+import { exitAfter, sendToParent as send } from './lib/ipc.js'
 
 interface Tether {
   readonly port: number
@@ -23,10 +24,6 @@ interface ConfigModule { loadConfig: (env: Record<string, string>) => unknown }
 type Command = { cmd: 'start', dir: string, env: Record<string, string> } | { cmd: 'measure' } | { cmd: 'stop' }
 
 let tether: Tether | undefined
-
-function send (msg: unknown): Promise<void> {
-  return new Promise((resolve) => { process.send?.(msg, () => { resolve() }) })
-}
 
 async function fullGc (): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc
@@ -57,7 +54,7 @@ async function handle (c: Command): Promise<void> {
 }
 
 // Bounded life: the orchestrator's phase takes well under this.
-setTimeout(() => { console.error('heap-gateway: lifetime exceeded, exiting'); process.exit(3) }, 300_000).unref()
+exitAfter('heap-gateway', 300_000)
 process.on('disconnect', () => process.exit(0))
 process.on('message', (m: Command) => {
   handle(m).catch(async (err: unknown) => {

@@ -9,9 +9,10 @@
  * It exits when its work is done, when the parent goes away, or after `maxLifeMs`.
  */
 import { performance } from 'node:perf_hooks'
-import { runMqttCeiling, type MqttLoadOptions } from './lib/mqtt-ceiling.js'
-import { runHttpLoad, holdRequests, type HttpLoadOptions, type HoldOptions } from './lib/http-load.js'
-import { runPgCeiling, type PgLoadOptions } from './lib/pg-ceiling.js'
+import { exitAfter, sendToParent as send } from './lib/ipc.js'
+import { runMqttCeiling, type MqttLoadOptions } from './chat/mqtt-ceiling.js'
+import { runHttpLoad, holdRequests, type HttpLoadOptions, type HoldOptions } from './chat/http-load.js'
+import { runPgCeiling, type PgLoadOptions } from './chat/pg-ceiling.js'
 
 export type LoadCommand =
   | { cmd: 'mqtt', opts: MqttLoadOptions, maxLifeMs: number }
@@ -19,13 +20,9 @@ export type LoadCommand =
   | { cmd: 'pg', opts: PgLoadOptions, maxLifeMs: number }
   | { cmd: 'hold', opts: HoldOptions, maxLifeMs: number }
 
-function send (msg: unknown): Promise<void> {
-  return new Promise((resolve) => { process.send?.(msg, () => { resolve() }) })
-}
-
 async function handle (c: LoadCommand): Promise<void> {
   // Whatever happens, this process does not outlive its budget.
-  setTimeout(() => { console.error('load-client: lifetime exceeded, exiting'); process.exit(3) }, c.maxLifeMs).unref()
+  exitAfter('load-client', c.maxLifeMs)
   if (c.cmd === 'mqtt' || c.cmd === 'http' || c.cmd === 'pg') {
     const cpu0 = process.cpuUsage()
     const t0 = performance.now()

@@ -8,7 +8,9 @@
  * It exits when its work is done, when the parent goes away, or after `maxLifeMs`.
  */
 import { performance } from 'node:perf_hooks'
-import { getRequest, postJson, runStream, type StreamResult, type Window } from './lib/loop-load.js'
+import { getRequest, postRequest } from './lib/http-client.js'
+import { exitAfter, sendToParent as send } from './lib/ipc.js'
+import { runStream, type StreamResult, type Window } from './loop/load.js'
 
 export interface WindowSpec {
   /** Date.now() at which the measured window starts; the load starts at once (warm-up). */
@@ -53,10 +55,6 @@ export interface LoopClientResult {
   lag?: { last_ms: number | undefined, max_ms: number | undefined, samples: number }
 }
 
-function send (msg: unknown): Promise<void> {
-  return new Promise((resolve) => { process.send?.(msg, () => { resolve() }) })
-}
-
 function toWindow (w: WindowSpec): Window {
   const startMs = performance.now() + (w.startEpochMs - Date.now())
   return { startMs, endMs: startMs + w.lengthMs }
@@ -64,9 +62,9 @@ function toWindow (w: WindowSpec): Window {
 
 async function load (o: LoadOpts): Promise<LoopClientResult> {
   const window = toWindow(o.window)
-  const logins = o.logins.map((l) => postJson(o.host, o.port, '/api/auth/login', JSON.stringify(l)))
-  const chats = o.chats.map((c, i) => postJson(o.host, o.port, '/api/chatbot/messages',
-    JSON.stringify({ session_id: c.sessionId, content: o.contents[i % o.contents.length] }), { authorization: `Bearer ${c.token}` }))
+  const logins = o.logins.map((l) => postRequest(o.host, o.port, '/api/auth/login', JSON.stringify(l)))
+  const chats = o.chats.map((c, i) => postRequest(o.host, o.port, '/api/chatbot/messages',
+    JSON.stringify({ session_id: c.sessionId, content: o.contents[i % o.contents.length] }), true, { authorization: `Bearer ${c.token}` }))
   const streams = await Promise.all([
     runStream({ name: 'login', host: o.host, port: o.port, ratePerS: o.loginRatePerS, requests: logins, okStatus: 200, expect: '"token"', maxOutstanding: o.loginMaxOutstanding, timeoutMs: o.timeoutMs }, window),
     runStream({ name: 'chat', host: o.host, port: o.port, ratePerS: o.chatRatePerS, requests: chats, okStatus: 200, expect: 'echo: ', maxOutstanding: o.chatMaxOutstanding, timeoutMs: o.timeoutMs }, window)
@@ -98,7 +96,7 @@ async function probe (o: ProbeOpts): Promise<LoopClientResult> {
 process.on('disconnect', () => process.exit(0))
 process.once('message', (c: LoopCommand) => {
   // Whatever happens, this process does not outlive its budget.
-  setTimeout(() => { console.error('loop-client: lifetime exceeded, exiting'); process.exit(3) }, c.maxLifeMs).unref()
+  exitAfter('loop-client', c.maxLifeMs)
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const work = c.cmd === 'load' ? load(c.opts) : probe(c.opts)

@@ -1,24 +1,23 @@
 /**
  * A socket-client process of bench:ws, forked by bench/ws.js (IPC with `serialization:
  * 'advanced'`). It holds its share of the hint sockets, counts and times every hint, runs the
- * streamed-chat load when asked, and answers one message per command (bench/lib/ws-protocol.ts).
+ * streamed-chat load when asked, and answers one message per command (bench/ws/protocol.ts).
  * It exits on `close`, when the parent goes away, or when its lifetime (argv[2], ms) runs out.
  * argv[3] is the orchestrator's epoch base, so hints are timed on one clock.
  */
-import { createHintClient } from './lib/ws-hints.js'
-import { runChatLoad } from './lib/ws-chat.js'
-import { epochMinusMonoMs, setEpochBase, type ClientCommand, type ClientMessage } from './lib/ws-protocol.js'
+import { exitAfter, sendToParent } from './lib/ipc.js'
+import { runChatLoad } from './ws/chat-load.js'
+import { createHintClient } from './ws/hints.js'
+import { epochMinusMonoMs, setEpochBase, type ClientCommand, type ClientMessage } from './ws/protocol.js'
 
 const maxLifeMs = Number(process.argv[2] ?? '600000')
-/** The orchestrator's epoch base (ms): every hint is timed on one clock (ws-protocol.ts). */
+/** The orchestrator's epoch base (ms): every hint is timed on one clock (ws/protocol.ts). */
 const epochBase = Number(process.argv[3])
 const ownBase = epochMinusMonoMs()
 if (Number.isFinite(epochBase)) setEpochBase(epochBase)
-setTimeout(() => { console.error('ws-client: lifetime exceeded, exiting'); process.exit(3) }, maxLifeMs).unref()
+exitAfter('ws-client', maxLifeMs)
 
-async function send (msg: ClientMessage): Promise<void> {
-  await new Promise<void>((resolve) => { process.send?.(msg, () => { resolve() }) })
-}
+async function send (msg: ClientMessage): Promise<void> { await sendToParent(msg) }
 
 const hints = createHintClient()
 

@@ -1,57 +1,40 @@
 /**
- * The composition root: builds every part from the config, wires events to metrics, and
- * owns the order of start-up and shutdown. Nothing runs until start(); stop() undoes it all.
+ * The composition root: builds every part from the config, wires events to metrics, and owns
+ * the order of start-up and shutdown. Nothing runs until start(). Each part is pushed on a
+ * teardown stack as it starts, so stop() and a start that failed half-way undo the same
+ * things in the same (reverse) order. The pieces live in src/app/: the route list
+ * (http-routes.ts), the runtime view (runtime.ts) and the stack (teardown-stack.ts).
  */
-import { mkdirSync } from 'node:fs'
 import { createPasswords } from './auth/password.js'
 import { createRateLimiter } from './auth/rate-limiter.js'
 import { resolveAuthSecret } from './auth/secret.js'
 import { createTokens } from './auth/tokens.js'
-import { createChatService, type ChatService } from './chat/chat-service.js'
-import { createPendingRegistry, type PendingRegistry } from './chat/pending-registry.js'
-import { systemClock, type Clock } from './clock.js'
-import type { Config } from './config.js'
-import { openDatabase, type Database } from './db/database.js'
-import { TetherError } from './errors.js'
-import { createLagMonitor } from './event-loop-lag.js'
-import type { HealthSources } from './health.js'
-import { createClientAddress } from './http/client-address.js'
-import { redactUrl } from './redact.js'
-import { createCors } from './http/cors.js'
-import type { ExchangeHooks } from './http/exchange.js'
-import { loginHandler, meHandler, registerHandler } from './http/routes/auth.js'
+import { createChatCore } from './app/chat-core.js'
+import { startFoundations } from './app/foundations.js'
+import { httpRoutes } from './app/http-routes.js'
+import { createRuntimeView } from './app/runtime.js'
+import { createTeardownStack, type TeardownStack } from './app/teardown-stack.js'
 import { relayChats, storedChats } from './chat/chat-persistence.js'
 import { createContentScreen } from './chat/content-screen.js'
 import { createHistoryTrimmer } from './chat/history-trimmer.js'
-import { CHAT_ROUTE, chatMessagesHandler } from './http/routes/chat-messages.js'
-import { createSessionHandler, listSessionsHandler, sessionMessagesHandler } from './http/routes/sessions.js'
-import { healthHandler, livezHandler, mqttHealthHandler, readyzHandler } from './http/routes/health.js'
-import { metricsHandler } from './http/routes/metrics.js'
-import { statusRoutes } from './http/routes/status-page.js'
-import { createHttpServer, type HttpServer } from './http/server.js'
-import type { Logger } from './log.js'
-import { silentLogger } from './log.js'
-import { createMetrics, type Metrics } from './metrics.js'
-import { startDemoResponder, type DemoResponder } from './mqtt/demo-responder.js'
-import { startEmbeddedBroker, type EmbeddedBroker } from './mqtt/embedded-broker.js'
-import { BROKER_USERS } from './mqtt/broker-acl.js'
-import { loadBrokerCredentials } from './mqtt/broker-credentials.js'
-import { createMqttLink, type MqttLink } from './mqtt/mqtt-link.js'
-import { createTopics } from './mqtt/topics.js'
-import { linkTimings } from './settings/mqtt-link-settings.js'
-import { createWatchdog, type Watchdog } from './watchdog/watchdog.js'
-import { BLOCK_LOOP_ROUTE, blockEventLoopHandler } from './http/routes/test-hooks.js'
-import { createThreadPool, type ThreadPool } from './threads/thread-pool.js'
-import { CHAT_WS_ROUTE, chatSocket } from './ws/chat-socket.js'
-import { createHintHub } from './ws/hint-hub.js'
-import { HINTS_ROUTE, hintsSocket } from './ws/hints-socket.js'
-import { pingIntervalMs } from './ws/ping-wheel.js'
+import type { PendingRegistry } from './chat/pending-registry.js'
 import { createSessionOwners } from './chat/session-owners.js'
-import { createSocketRegistry, type SocketRegistry } from './ws/socket-registry.js'
-import type { UpgradeDeps } from './ws/upgrade.js'
-
-/** Each pending-request cap under its name in tether_limits_refused_total. */
-const CAP_LIMITS = { total_cap: 'pending_total', session_cap: 'pending_session', user_cap: 'pending_user' } as const
+import { systemClock, type Clock } from './clock.js'
+import type { Config } from './config.js'
+import type { Database } from './db/database.js'
+import { TetherError } from './errors.js'
+import { createClientAddress } from './http/client-address.js'
+import { createCors } from './http/cors.js'
+import type { ExchangeHooks } from './http/exchange.js'
+import { createHttpServer } from './http/server.js'
+import { silentLogger, type Logger } from './log.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import { startDemoResponder } from './mqtt/demo-responder.js'
+import type { MqttLink } from './mqtt/mqtt-link.js'
+import { createTopics } from './mqtt/topics.js'
+import { redactUrl } from './redact.js'
+import { linkTimings } from './settings/mqtt-link-settings.js'
+import type { SocketRegistry } from './ws/socket-registry.js'
 
 export interface TetherDeps {
   log?: Logger
@@ -73,19 +56,15 @@ export interface Tether {
   readonly database: Database
 }
 
+/** What a started gateway keeps beyond its teardown stack: the parts stop() drains. */
 interface Running {
-  watchdog: Watchdog
-  sockets: SocketRegistry
-  database: Database
-  workers: ThreadPool
-  broker: EmbeddedBroker | null
-  metrics: Metrics
+  stack: TeardownStack
   registry: PendingRegistry
+  sockets: SocketRegistry
+  refuseNewChats: () => void
+  metrics: Metrics
   link: MqttLink
-  chat: ChatService
-  demo: DemoResponder | null
-  http: HttpServer
-  lag: ReturnType<typeof createLagMonitor>
+  database: Database
   port: number
   url: string
 }
@@ -105,53 +84,23 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     return last
   }
 
-  async function startBroker (): Promise<EmbeddedBroker> {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o755 })
-    const { credentials, file } = loadBrokerCredentials(config.dataDir)
-    log.info({ credentials_file: file }, `embedded MQTT broker accounts (${BROKER_USERS.gateway}, ${BROKER_USERS.worker}) are in ${file}`)
-    return await startEmbeddedBroker({ port: config.embeddedMqttPort, log, credentials, topicPrefix: config.mqttTopicPrefix, gatewayClientId: config.instanceId })
-  }
-
-  async function start (): Promise<void> {
-    if (running !== null) return
+  /** Builds and starts every part, pushing each on `stack` as it starts. */
+  async function build (stack: TeardownStack): Promise<Running> {
     const startedAt = clock.now()
-    const broker = config.mqttUrl === undefined ? await startBroker() : null
-    const url = config.mqttUrl ?? (broker as EmbeddedBroker).gatewayUrl
     const metrics = createMetrics()
-    const database = await openDatabase({
-      url: config.databaseUrl,
-      dataDir: config.dataDir,
-      embeddedPort: config.embeddedPgPort,
-      poolSize: config.dbPoolSize,
-      acquireTimeoutMs: config.dbAcquireTimeoutMs,
-      statementTimeoutMs: config.dbStatementTimeoutMs,
-      idleInTxTimeoutMs: config.dbIdleInTxTimeoutMs,
-      healthIntervalMs: config.dbHealthIntervalMs,
-      clock,
-      log,
-      onAcquire: metrics.dbAcquired
-    })
-    const workers = createThreadPool({
-      threads: config.threads,
-      maxQueue: config.threadMaxQueue,
-      niceIncrement: config.threadNice,
-      defaultTimeoutMs: config.threadTaskTimeoutMs,
-      inline: config.threadInline,
-      log,
-      clock
-    })
+
+    // The registry comes later; a stall reported before then finds no chats in flight.
+    let chatsInFlight = (): number => 0
+    const { watchdog, lag, sockets, database, threads, broker, url } = await startFoundations({ config, log, clock, metrics, stack, pendingRequests: () => chatsInFlight() })
     const tokens = createTokens({
       secret: resolveAuthSecret({ configured: config.authSecret, dataDir: config.dataDir, log }),
       ttlS: config.authTokenTtlS,
       clock
     })
-    const limiter = createRateLimiter({ capacity: config.loginMaxFailures, clock })
-    const registrations = createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock })
-    const creations = createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock })
     // Registrations hash a few at a time, waiting included: the pool's queue is first in,
     // first out, so a login must never find more than a few hashes (0.3 s each at N = 2^17)
     // ahead of it, whatever a registration flood sends.
-    const passwords = createPasswords(workers, {
+    const passwords = createPasswords(threads, {
       timeoutMs: config.threadTaskTimeoutMs,
       cost: config.passwordHashCost,
       maxHashing: config.registerMaxConcurrent === 0 ? 2 * config.threads : config.registerMaxConcurrent,
@@ -166,206 +115,79 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       if (database.monitor.status === 'down') throw new TetherError('db_unavailable', undefined, 1)
       return get()
     }
-    const accounts = migrated(() => database.accounts)
     const chats = migrated(() => database.chats)
-    const registry = createPendingRegistry({
-      maxPending: config.maxPending,
-      maxPendingPerSession: config.maxPendingPerSession,
-      maxPendingPerUser: config.maxPendingPerUser,
-      clock,
-      onSettled: metrics.chatSettled,
-      onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
-    })
-    const link = createMqttLink({
-      url,
-      clientId: config.instanceId,
-      probeTopic: topics.probe,
-      ...linkTimings(config),
-      staleAfterMs: config.mqttStaleAfterMs,
-      clock,
-      log,
-      ...(deps.random !== undefined ? { random: deps.random } : {}),
-      inFlightSince: registry.inFlightSince,
-      onHandlerError: () => { metrics.handlerError('mqtt_message') }
-    })
-    link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
-    link.events.on('attempt', metrics.connectAttempt)
-    const chat = createChatService({
-      link, registry, topics, clock, log,
-      chatTimeoutMs: config.chatTimeoutMs,
-      onReplyDropped: metrics.replyDropped,
-      onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) }
-    })
-    const lag = createLagMonitor({ clock, onSample: metrics.loopDelaySample })
-    const sockets = createSocketRegistry({ clock, maxBackpressure: config.wsMaxBackpressure, pingIntervalMs: pingIntervalMs(config.wsIdleTimeoutS) })
-    // The hub fans out through the uWS app, which exists only once the server is built below.
-    let fanOut: (topic: string, message: string) => void = () => {}
-    const hub = createHintHub({ link, topics, clock, maxBytes: config.hintMaxBytes, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished, onDropped: metrics.hintDropped })
-    metrics.setSources({
-      lagP99Seconds: () => lag.p99Ms() / 1000,
-      wsConnections: (endpoint) => sockets.count(endpoint),
-      hintSessions: () => hub.sessions,
-      dbUp: () => database.monitor.status === 'up',
-      dbPool: database.stats,
-      linkState: () => link.state,
-      lastActivityAt: () => link.lastActivityAt,
-      reconnectAttempts: () => link.attempts,
-      pendingRequests: () => registry.size,
-      now: clock.now
-    })
 
+    const core = createChatCore({ config, log, clock, metrics, topics, url, ...(deps.random !== undefined ? { random: deps.random } : {}) })
+    const { registry, link, chat, hub } = core
+    chatsInFlight = () => registry.size
+    const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, shuttingDown: () => shuttingDown })
+    metrics.setSources(view)
+
+    if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')
+    const owners = createSessionOwners()
+    const persistence = config.chatMode === 'relay'
+      ? relayChats
+      : storedChats(chats, owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(threads, { maxTokens: config.historyMaxTokens, log }))
     const cors = createCors(config.corsOrigins)
-    let noteRoute: (route: string) => void = () => {}
     const hooks: ExchangeHooks = {
       onResponse: metrics.httpResponse,
       corsHeaders: cors.headersFor,
       closing: () => shuttingDown,
-      onRequest: (route) => { noteRoute(route) }
+      onRequest: watchdog.noteRoute
     }
-    const sources: HealthSources = {
-      now: clock.now,
-      startedAt,
-      link,
-      pendingTotal: () => registry.size,
-      pendingBySession: registry.bySession,
-      lagP99Ms: lag.p99Ms,
-      lagDegradedMs: config.lagDegradedMs,
-      memory: () => { const m = process.memoryUsage(); return { rss: m.rss, heapUsed: m.heapUsed } },
-      memorySoftLimitBytes: config.memorySoftLimitBytes,
-      shuttingDown: () => shuttingDown,
-      subscribers: () => ({ hint_sessions: hub.sessions, total_websockets: sockets.count() }),
-      db: () => ({
-        status: !database.ready ? 'migrating' : database.monitor.status,
-        downSince: database.monitor.downSince,
-        pool: database.stats()
-      })
-    }
-    const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, clientAddress: createClientAddress(config.trustProxy) }
-    if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')
-    const authDeps = { ...routeDeps, accounts, passwords, limiter, registrations, onLimited: metrics.limitRefused }
-    const owners = createSessionOwners()
-    const sessionDeps = { ...routeDeps, chats, owners, creations, onLimited: metrics.limitRefused }
-    const persistence = config.chatMode === 'relay' ? relayChats : storedChats(chats, owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(workers, { maxTokens: config.historyMaxTokens, log }))
-    // Spread into both chat transports, whose deps reach runChat whole (no thread hop without filters).
-    const screening = config.contentFilters.length === 0 ? {} : { screen: createContentScreen(workers, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) }
-    const retryAfterS = link.retryAfterS
-    const upgradeDeps = (endpoint: 'hints' | 'chat'): UpgradeDeps => ({
-      hooks,
-      log,
-      tokens,
-      requiresAuth: persistence.requiresAuth,
-      onRefused: (status) => { metrics.wsRefused(endpoint, status) },
-      perUser: { count: sockets.countForUser, max: config.wsMaxPerUser, onLimited: () => { metrics.limitRefused('ws_user') } }
+    const { routes, sockets: socketRoutes } = httpRoutes({
+      config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, persistence, passwords,
+      clientAddress: createClientAddress(config.trustProxy),
+      accounts: migrated(() => database.accounts),
+      chats,
+      limiter: createRateLimiter({ capacity: config.loginMaxFailures, clock }),
+      registrations: createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock }),
+      creations: createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock }),
+      chatPath: {
+        retryAfterS: link.retryAfterS,
+        // No thread hop at all when no filters are set.
+        ...(config.contentFilters.length === 0 ? {} : { screen: createContentScreen(threads, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) })
+      },
+      registry: metrics.registry
     })
-    const wsLimits = { idleTimeoutS: config.wsIdleTimeoutS, maxPayloadBytes: config.wsMaxPayloadBytes, maxBackpressure: config.wsMaxBackpressure }
-    const http = createHttpServer({
-      hooks,
-      preflightHeaders: cors.preflight,
-      log,
-      onSocketHandlerError: metrics.handlerError,
-      sockets: [
-        {
-          pattern: HINTS_ROUTE,
-          onThrow: (ws) => { sockets.close(ws, 'internal_error') },
-          behavior: hintsSocket({
-            ...wsLimits,
-            upgrade: upgradeDeps('hints'),
-            ownsSession: async (userId, sessionId) => await chats().ownsSession(userId, sessionId),
-            owners,
-            holdUser: chat.holdUser,
-            registry: sockets, hub, link, topics, clock, log,
-            statePerSecond: config.wsStatePerSecond,
-            stateBurst: config.wsStateBurst,
-            onOpen: () => { metrics.wsOpened('hints') },
-            onClose: (reason) => { metrics.wsClosed('hints', reason) },
-            onRejected: (reason) => { metrics.wsFrameRejected('hints', reason) },
-            onState: metrics.statePublished
-          })
-        },
-        {
-          pattern: CHAT_WS_ROUTE,
-          onThrow: (ws) => { sockets.close(ws, 'internal_error') },
-          behavior: chatSocket({
-            ...wsLimits,
-            upgrade: upgradeDeps('chat'),
-            registry: sockets, chat, persistence, retryAfterS, clock, log, ...screening,
-            onOpen: () => { metrics.wsOpened('chat') },
-            onClose: (reason) => { metrics.wsClosed('chat', reason) },
-            onRejected: (reason) => { metrics.wsFrameRejected('chat', reason) }
-          })
-        }
-      ],
-      routes: [
-        {
-          method: 'post',
-          path: CHAT_ROUTE,
-          handler: chatMessagesHandler({ ...routeDeps, chat, persistence, retryAfterS, ...screening, sse: { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer } })
-        },
-        { method: 'post', path: '/api/auth/register', handler: registerHandler(authDeps) },
-        { method: 'post', path: '/api/auth/login', handler: loginHandler(authDeps) },
-        { method: 'get', path: '/api/auth/me', handler: meHandler(authDeps) },
-        { method: 'post', path: '/api/chatbot/sessions', handler: createSessionHandler(sessionDeps) },
-        { method: 'get', path: '/api/chatbot/sessions', handler: listSessionsHandler(sessionDeps) },
-        { method: 'get', path: '/api/chatbot/sessions/:id/messages', handler: sessionMessagesHandler(sessionDeps) },
-        { method: 'get', path: '/api/health', handler: healthHandler(hooks, sources) },
-        { method: 'get', path: '/api/health/mqtt', handler: mqttHealthHandler(hooks, sources, { tokens, owners }) },
-        { method: 'get', path: '/livez', handler: livezHandler(hooks) },
-        { method: 'get', path: '/readyz', handler: readyzHandler(hooks, sources) },
-        { method: 'get', path: '/metrics', handler: metricsHandler(hooks, metrics.registry, log) },
-        ...statusRoutes({ hooks, sources, registry: metrics.registry, log }),
-        ...(config.testHooks ? [{ method: 'post' as const, path: BLOCK_LOOP_ROUTE, handler: blockEventLoopHandler(hooks, log) }] : [])
-      ]
-    })
-    const watchdog = createWatchdog({
-      stallMs: config.watchdogStallMs,
-      exitOnStall: config.watchdogExit,
-      routes: http.routeNames,
-      clock,
-      log,
-      pendingRequests: () => registry.size,
-      websockets: () => sockets.count(),
-      onStall: metrics.watchdogStall
-    })
-    noteRoute = watchdog.noteRoute
+    const http = createHttpServer({ hooks, preflightHeaders: cors.preflight, log, onSocketHandlerError: metrics.handlerError, routes, sockets: socketRoutes })
+    core.setFanOut(http.publish)
 
-    fanOut = http.publish
-    watchdog.start()
-    lag.start()
-    sockets.start()
-    workers.start()
-    chat.start()
     link.start()
-    const demo = config.demoResponder
-      ? startDemoResponder({ ...linkTimings(config), url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
-      : null
-    let port: number
+    stack.push('mqtt link', link.stop)
+    // Subscribes to this gateway's reply topic; the link keeps it across reconnects.
+    chat.start()
+    stack.push('chat service', chat.stop)
+    if (config.demoResponder) {
+      const demo = startDemoResponder({ ...linkTimings(config), url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
+      stack.push('demo responder', demo.stop)
+    }
+    const port = await http.listen(config.host, config.port)
+    stack.push('http server', http.close)
+    return { stack, registry, sockets, refuseNewChats: chat.refuseNew, metrics, link, database, port, url }
+  }
+
+  async function start (): Promise<void> {
+    if (running !== null) return
+    const stack = createTeardownStack(log)
     try {
-      port = await http.listen(config.host, config.port)
+      running = await build(stack)
     } catch (err) {
-      await link.stop()
-      await demo?.stop()
-      await broker?.close()
-      await workers.stop()
-      await database.close()
-      sockets.stop()
-      lag.stop()
-      await watchdog.stop()
+      await stack.unwind()
       throw err
     }
-    running = { watchdog, sockets, database, workers, broker, metrics, registry, link, chat, demo, http, lag, port, url }
     last = running
-    log.info({ port, host: config.host, mqtt: redactUrl(url), instance_id: config.instanceId, demo_responder: demo !== null }, `tether listening on http://${config.host}:${port}`)
+    log.info({ port: running.port, host: config.host, mqtt: redactUrl(running.url), instance_id: config.instanceId, demo_responder: config.demoResponder }, `tether listening on http://${config.host}:${running.port}`)
   }
 
   async function shutdown (): Promise<void> {
     const r = running
     if (r === null) return
     shuttingDown = true
-    r.chat.refuseNew()
+    r.refuseNewChats()
     // Sockets first, with a "reconnect" code: their clients move to another instance now
     // (their chats in flight are cancelled), while HTTP chats get the grace period.
     const closedSockets = r.sockets.closeAll('shutting_down')
-    r.sockets.stop()
     log.info({ pending: r.registry.size, sockets_closed: closedSockets, grace_ms: config.shutdownGraceMs }, 'shutting down: draining in-flight chats')
     if (r.registry.size > 0) {
       let timer: unknown
@@ -377,15 +199,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     }
     const failed = r.registry.failAll('shutdown')
     if (failed > 0) log.warn({ failed }, 'shutdown grace over: remaining chats answered 503')
-    r.http.close()
-    r.chat.stop()
-    await r.link.stop()
-    await r.demo?.stop()
-    await r.broker?.close()
-    await r.workers.stop()
-    await r.database.close()
-    r.lag.stop()
-    await r.watchdog.stop()
+    await r.stack.unwind()
     running = null
     log.info('shutdown complete')
   }

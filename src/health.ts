@@ -1,9 +1,9 @@
 /**
- * What /api/health and /api/health/mqtt say, computed from the live objects. Pure given its
- * sources, so the status rules (contract: Precise rules, /api/health status) are unit-tested.
+ * What /api/health and /api/health/mqtt say, computed from the runtime view. Pure given the
+ * view, so the status rules (contract: Precise rules, /api/health status) are unit-tested.
  */
 import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
-import type { LinkTransition } from './mqtt/mqtt-link.js'
+import type { RuntimeView } from './runtime-view.js'
 
 export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
 
@@ -11,35 +11,6 @@ export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
 export const LINK_DOWN_UNHEALTHY_MS = 30_000
 /** /api/health/mqtt lists at most this many of the caller's sessions in pending_requests.by_session. */
 export const BY_SESSION_LIMIT = 100
-
-export interface LinkView {
-  readonly state: LinkStateName
-  readonly isUp: boolean
-  readonly downSince: number | null
-  readonly lastActivityAt: number
-  readonly attempts: number
-  readonly maxAttempts: number
-  readonly clientId: string
-  nextAttemptInMs: () => number
-  recentTransitions: () => readonly LinkTransition[]
-}
-
-export interface HealthSources {
-  now: () => number
-  startedAt: number
-  link: LinkView
-  pendingTotal: () => number
-  pendingBySession: () => Record<string, number>
-  lagP99Ms: () => number
-  /** Event-loop delay p99 above this degrades health (EVENT_LOOP_LAG_DEGRADED_MS). */
-  lagDegradedMs: number
-  memory: () => { rss: number, heapUsed: number }
-  /** Resident memory above this degrades health; 0: no limit (MEMORY_SOFT_LIMIT_MB). */
-  memorySoftLimitBytes: number
-  shuttingDown: () => boolean
-  subscribers: () => { hint_sessions: number, total_websockets: number }
-  db: () => { status: 'up' | 'down' | 'migrating', downSince: number | null, pool: { total: number, idle: number, waiting: number, checkedOut: number } }
-}
 
 export interface HealthReport {
   httpStatus: 200 | 503
@@ -59,7 +30,7 @@ function secondsSince (now: number, t: number): number {
   return Math.max(0, Math.round((now - t) / 100) / 10)
 }
 
-export function computeHealth (src: HealthSources): HealthReport {
+export function computeHealth (src: RuntimeView): HealthReport {
   const now = src.now()
   const { link } = src
   const issues: string[] = []
@@ -125,7 +96,7 @@ export function computeHealth (src: HealthSources): HealthReport {
  * mode (it opens that session's hints socket), so `by_session` lists only the sessions that
  * `visible` admits — the caller's own, when it sent a token — and counts stand in for the rest.
  */
-export function computeMqttHealth (src: HealthSources, visible: (sessionId: string) => boolean = () => false): Record<string, unknown> {
+export function computeMqttHealth (src: RuntimeView, visible: (sessionId: string) => boolean = () => false): Record<string, unknown> {
   const now = src.now()
   const { link } = src
   const all = Object.entries(src.pendingBySession())
@@ -142,7 +113,7 @@ export function computeMqttHealth (src: HealthSources, visible: (sessionId: stri
     last_activity: { timestamp: new Date(link.lastActivityAt).toISOString(), seconds_ago: secondsSince(now, link.lastActivityAt) },
     reconnection: { attempts: link.attempts, max_attempts: link.maxAttempts, next_attempt_in_ms: link.nextAttemptInMs() },
     pending_requests: { total: src.pendingTotal(), sessions: all.length, max_per_session: most, by_session: Object.fromEntries(bySession) },
-    subscribers: src.subscribers(),
+    subscribers: { hint_sessions: src.hintSessions(), total_websockets: src.websockets('hints') + src.websockets('chat') },
     recent_transitions: link.recentTransitions().map((t) => ({ from: t.from, to: t.to, at: new Date(t.at).toISOString(), reason: t.reason }))
   }
 }

@@ -7,25 +7,14 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { Settlement } from './chat/pending-registry.js'
 import type { ReplyDrop } from './chat/chat-service.js'
+import type { RuntimeView } from './runtime-view.js'
 
 export const LINK_STATES: readonly LinkStateName[] = ['connecting', 'connected', 'stale', 'reconnecting', 'givingUp', 'closed']
 
-export interface MetricSources {
-  lagP99Seconds: () => number
-  wsConnections: (endpoint: 'hints' | 'chat') => number
-  hintSessions: () => number
-  dbUp: () => boolean
-  dbPool: () => { total: number, idle: number, waiting: number, checkedOut: number }
-  linkState: () => LinkStateName
-  lastActivityAt: () => number
-  reconnectAttempts: () => number
-  pendingRequests: () => number
-  now: () => number
-}
-
 export interface Metrics {
   readonly registry: Registry
-  setSources: (sources: MetricSources) => void
+  /** The runtime view the gauges read at each scrape. */
+  setSources: (view: RuntimeView) => void
   linkTransition: (from: LinkStateName, to: LinkStateName) => void
   connectAttempt: () => void
   chatSettled: (s: Settlement) => void
@@ -70,7 +59,7 @@ export function createMetrics (): Metrics {
   // operators run) flags: a total is a counter's suffix. Each is the sum of a labelled gauge
   // it also exports (nodejs_active_handles{type} ...), so nothing is lost by dropping them.
   for (const name of LINT_FAILING_DEFAULTS) registry.removeSingleMetric(name)
-  let sources: MetricSources | null = null
+  let sources: RuntimeView | null = null
 
   const linkState = new Gauge({
     name: 'tether_mqtt_link_state',
@@ -78,7 +67,7 @@ export function createMetrics (): Metrics {
     labelNames: ['state'],
     registers: [registry],
     collect () {
-      const current = sources?.linkState()
+      const current = sources?.link.state
       for (const s of LINK_STATES) this.set({ state: s }, s === current ? 1 : 0)
     }
   })
@@ -87,7 +76,7 @@ export function createMetrics (): Metrics {
     name: 'tether_mqtt_link_carries_chats',
     help: '1 while the link can carry chats (connected, or stale while a probe runs: the rule admission and /readyz use), 0 while chats get 503.',
     registers: [registry],
-    collect () { this.set(sources !== null && carriesChats(sources.linkState()) ? 1 : 0) }
+    collect () { this.set(sources !== null && carriesChats(sources.link.state) ? 1 : 0) }
   })
   const transitions = new Counter({
     name: 'tether_mqtt_link_transitions_total',
@@ -109,14 +98,14 @@ export function createMetrics (): Metrics {
     name: 'tether_mqtt_reconnect_attempts',
     help: 'Reconnect attempts since the link was last connected.',
     registers: [registry],
-    collect () { this.set(sources?.reconnectAttempts() ?? 0) }
+    collect () { this.set(sources?.link.attempts ?? 0) }
   })
   new Gauge({
     name: 'tether_mqtt_last_activity_age_seconds',
     help: 'Seconds since anything arrived from the broker.',
     registers: [registry],
     collect () {
-      if (sources !== null) this.set(Math.max(0, (sources.now() - sources.lastActivityAt()) / 1000))
+      if (sources !== null) this.set(Math.max(0, (sources.now() - sources.link.lastActivityAt) / 1000))
     }
   })
   const dropped = new Counter({
@@ -129,7 +118,7 @@ export function createMetrics (): Metrics {
     name: 'tether_chat_pending_requests',
     help: 'Chat requests in flight.',
     registers: [registry],
-    collect () { this.set(sources?.pendingRequests() ?? 0) }
+    collect () { this.set(sources?.pendingTotal() ?? 0) }
   })
   const outcomes = new Counter({
     name: 'tether_chat_requests_total',
@@ -160,7 +149,7 @@ export function createMetrics (): Metrics {
     name: 'tether_db_up',
     help: '1 while the database answers, 0 while it does not.',
     registers: [registry],
-    collect () { this.set(sources?.dbUp() === true ? 1 : 0) }
+    collect () { this.set(sources?.db().status === 'up' ? 1 : 0) }
   })
   new Gauge({
     name: 'tether_db_pool_connections',
@@ -168,7 +157,7 @@ export function createMetrics (): Metrics {
     labelNames: ['state'],
     registers: [registry],
     collect () {
-      const p = sources?.dbPool()
+      const p = sources?.db().pool
       if (p === undefined) return
       this.set({ state: 'total' }, p.total)
       this.set({ state: 'idle' }, p.idle)
@@ -179,7 +168,7 @@ export function createMetrics (): Metrics {
     name: 'tether_db_pool_waiting_requests',
     help: 'Queries waiting for a free pool connection.',
     registers: [registry],
-    collect () { this.set(sources?.dbPool().waiting ?? 0) }
+    collect () { this.set(sources?.db().pool.waiting ?? 0) }
   })
   const acquire = new Histogram({
     name: 'tether_db_pool_acquire_duration_seconds',
@@ -195,8 +184,8 @@ export function createMetrics (): Metrics {
     registers: [registry],
     collect () {
       if (sources === null) return
-      this.set({ endpoint: 'hints' }, sources.wsConnections('hints'))
-      this.set({ endpoint: 'chat' }, sources.wsConnections('chat'))
+      this.set({ endpoint: 'hints' }, sources.websockets('hints'))
+      this.set({ endpoint: 'chat' }, sources.websockets('chat'))
     }
   })
   new Gauge({
@@ -240,7 +229,7 @@ export function createMetrics (): Metrics {
     name: 'tether_event_loop_lag_p99_seconds',
     help: 'Event-loop delay p99 over the last 30 s (what /api/health reports as event_loop.lag_p99_ms).',
     registers: [registry],
-    collect () { this.set(sources?.lagP99Seconds() ?? 0) }
+    collect () { this.set((sources?.lagP99Ms() ?? 0) / 1000) }
   })
 
   let wasDown = false

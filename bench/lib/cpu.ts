@@ -1,23 +1,32 @@
 /**
  * CPU time of our child processes from /proc (Linux), so a report on a 2-core box shows who
- * used the cores: gateway, broker, worker or the load generator. Elsewhere it reports nothing.
+ * used the cores: gateway, broker, worker, PostgreSQL or the load generator. Elsewhere it
+ * reports nothing.
  */
 import { readFileSync } from 'node:fs'
 
 /** USER_HZ; 100 on every Linux we run on (sysconf(_SC_CLK_TCK)). */
 const TICKS_PER_S = 100
 
-/** utime + stime of `pid` in seconds, or undefined if /proc is unavailable. */
-export function cpuSeconds (pid: number | undefined): number | undefined {
+/**
+ * The fields of /proc/<pid>/stat after the ")" that closes the command name (which may hold
+ * spaces): [0] is state (field 3 in proc(5)), [9] majflt (12), [11] utime (14), [12] stime (15).
+ * Undefined where /proc is unavailable or the process is gone.
+ */
+export function procStat (pid: number | undefined): string[] | undefined {
   if (pid === undefined) return undefined
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(rest[11]) + Number(rest[12])) / TICKS_PER_S
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
     return undefined
   }
+}
+
+/** utime + stime of `pid` in seconds, or undefined if /proc is unavailable. */
+export function cpuSeconds (pid: number | undefined): number | undefined {
+  const rest = procStat(pid)
+  return rest === undefined ? undefined : (Number(rest[11]) + Number(rest[12])) / TICKS_PER_S
 }
 
 export type CpuSample = Record<string, number | undefined>
@@ -57,13 +66,20 @@ export async function sampleGroup (group: ProcessGroup): Promise<GroupSample> {
 }
 
 /**
- * Percent of one core the group used between two samples. A pid that appears only in the
- * second sample started in between and counts in full; one that left is lost (rare: pool
+ * Percent of one core the group used between two samples; undefined when no pid counted. A pid
+ * that appears only in the second sample started in between: with `newPids` 'count' (bench:chat)
+ * it counts in full, with 'skip' (bench:loop) it is left out. One that left is lost (rare: pool
  * connections live 30 s idle, longer than any gap between samples within one run).
  */
-export function groupCpuPercent (before: GroupSample, after: GroupSample, wallS: number): number | undefined {
-  if (after.size === 0 || wallS <= 0) return undefined
+export function groupCpuPercent (before: GroupSample, after: GroupSample, wallS: number, newPids: 'count' | 'skip' = 'count'): number | undefined {
+  if (wallS <= 0) return undefined
   let used = 0
-  for (const [pid, a] of after) used += a - (before.get(pid) ?? 0)
-  return Math.round((used / wallS) * 100)
+  let counted = 0
+  for (const [pid, a] of after) {
+    const b = before.get(pid)
+    if (b === undefined && newPids === 'skip') continue
+    used += a - (b ?? 0)
+    counted++
+  }
+  return counted === 0 ? undefined : Math.round((used / wallS) * 100)
 }

@@ -1,14 +1,12 @@
 /**
  * A fresh PostgreSQL database for one bench run, on a real server (never the embedded one):
- * `CREATE DATABASE tether_bench_<random>` through the admin URL, dropped when the run ends.
- * The gateways migrate it themselves at start-up. Also finds the server processes that serve
- * it (`pg_stat_activity`), so the report can show PostgreSQL's CPU next to the gateway's.
+ * `CREATE DATABASE <prefix><12 random hex>` through the admin URL, dropped with FORCE when the
+ * run ends (bench/lib/run.ts: also on a signal or the watchdog). The gateways migrate it
+ * themselves at start-up. It also finds the server processes that serve it (`pg_stat_activity`),
+ * so a report can show PostgreSQL's CPU next to the gateway's, and counts the chat rows stored.
  */
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-
-/** Trust auth on loopback in the dev container; BENCH_DATABASE_URL points elsewhere. */
-export const DEFAULT_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test'
 
 export interface BenchDatabase {
   /** The DATABASE_URL the gateways get. */
@@ -21,16 +19,24 @@ export interface BenchDatabase {
   backendPids: () => Promise<number[]>
   /** Rows in chat_messages by role, read through a connection to the bench database. */
   countMessages: () => Promise<Record<string, number>>
-  /** Drops the database (closing its connections first); bounded, never throws. */
+  /** Drops the database (ending its leftover connections); bounded, never throws; returns a problem to report, if any. */
   drop: () => Promise<string | undefined>
+}
+
+export interface DatabaseOptions {
+  readonly adminUrl: string
+  /** Each family's own, as docs/benchmarks.md names them: `tether_bench_`, `tether_benchws_`, `tether_loop_`. */
+  readonly namePrefix: string
+  /** Of the bench's own connections, so pg_stat_activity tells them from the gateway's (`tether`). */
+  readonly applicationName: string
 }
 
 /** What a chat's two single-statement transactions wait for on the server: the WAL flush. */
 const COMMIT_SETTINGS = ['fsync', 'synchronous_commit', 'wal_sync_method', 'commit_delay', 'shared_buffers', 'max_connections']
 
-/** Admin connections: short timeouts so a missing server fails the run in seconds, not minutes. */
-function adminClient (url: string): pg.Client {
-  return new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, query_timeout: 30_000, application_name: 'tether-bench' })
+/** Short timeouts so a missing server fails the run in seconds, not minutes. */
+function client (url: string, applicationName: string): pg.Client {
+  return new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, query_timeout: 30_000, application_name: applicationName })
 }
 
 /** The URL of database `name` on the same server, user and options as `adminUrl`. */
@@ -40,13 +46,13 @@ function urlFor (adminUrl: string, name: string): string {
   return u.toString()
 }
 
-export async function createBenchDatabase (adminUrl: string): Promise<BenchDatabase> {
-  const name = `tether_bench_${randomBytes(6).toString('hex')}`
-  const admin = adminClient(adminUrl)
+export async function createBenchDatabase (o: DatabaseOptions): Promise<BenchDatabase> {
+  const name = `${o.namePrefix}${randomBytes(6).toString('hex')}`
+  const admin = client(o.adminUrl, o.applicationName)
   try {
     await admin.connect()
   } catch (err) {
-    throw new Error(`cannot connect to PostgreSQL at ${redact(adminUrl)} (BENCH_DATABASE_URL): ${(err as Error).message}`)
+    throw new Error(`cannot connect to PostgreSQL at ${redact(o.adminUrl)} (BENCH_DATABASE_URL): ${(err as Error).message}`)
   }
   // The admin connection stays open for the run: pg_stat_activity is read through it before
   // and after every load run, and it drops the database at the end.
@@ -62,12 +68,12 @@ export async function createBenchDatabase (adminUrl: string): Promise<BenchDatab
     await admin.query(`CREATE DATABASE "${name}"`)
   } catch (err) {
     await admin.end().catch(() => undefined)
-    throw new Error(`cannot create the bench database on ${redact(adminUrl)}: ${(err as Error).message}`)
+    throw new Error(`cannot create the bench database on ${redact(o.adminUrl)}: ${(err as Error).message}`)
   }
 
   let dropped = false
   return {
-    url: urlFor(adminUrl, name),
+    url: urlFor(o.adminUrl, name),
     name,
     serverVersion: version,
     serverSettings: settings,
@@ -76,7 +82,7 @@ export async function createBenchDatabase (adminUrl: string): Promise<BenchDatab
       return r.rows.map((row) => row.pid)
     },
     async countMessages () {
-      const c = adminClient(urlFor(adminUrl, name))
+      const c = client(urlFor(o.adminUrl, name), o.applicationName)
       await c.connect()
       try {
         const r = await c.query<{ role: string, n: number }>('SELECT role, count(*)::int AS n FROM chat_messages GROUP BY role ORDER BY role')
@@ -101,7 +107,7 @@ export async function createBenchDatabase (adminUrl: string): Promise<BenchDatab
   }
 }
 
-/** The URL without its password, for messages. */
+/** The URL without its password, for messages and reports. */
 export function redact (url: string): string {
   try {
     const u = new URL(url)

@@ -1,20 +1,28 @@
 /**
- * The gateway as the bench sees it from outside: a child process (`node dist/src/main.js`)
- * reached over HTTP, with readiness and Prometheus scraping.
+ * The gateway as every bench family starts it: `node <BENCH_GATEWAY_DIR or dist/src>/main.js` as
+ * a child process with an environment the family builds, ready once GET /readyz answers 200,
+ * stopped with SIGTERM and then SIGKILL after 15 s. What the families' environments share (the
+ * broker and database links, and the per-user limits lifted) is built here, once.
  */
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort, start, stop, isRunning, sleep, type Started } from './proc.js'
 
+/** The MQTT topic prefix of every bench gateway, echo worker and load client. */
+export const TOPIC_PREFIX = 'llm'
+
 /**
  * The compiled gateway: dist/src of this build (bench code runs from dist/bench/lib/), or
  * BENCH_GATEWAY_DIR to measure another build (say, a checkout of the previous release).
  */
-export const GATEWAY_DIR = resolve(process.env.BENCH_GATEWAY_DIR ?? fileURLToPath(new URL('../../src/', import.meta.url)))
-export const MAIN_JS = join(GATEWAY_DIR, 'main.js')
-export const APP_JS = join(GATEWAY_DIR, 'app.js')
-export const CONFIG_JS = join(GATEWAY_DIR, 'config.js')
+export function gatewayDir (): string {
+  return resolve(process.env.BENCH_GATEWAY_DIR ?? fileURLToPath(new URL('../../src/', import.meta.url)))
+}
+
+export function gatewayFile (name: 'main.js' | 'app.js' | 'config.js'): string {
+  return join(gatewayDir(), name)
+}
 
 export function missingGateway (files: readonly string[]): string | undefined {
   const missing = files.filter((f) => !existsSync(f))
@@ -22,13 +30,7 @@ export function missingGateway (files: readonly string[]): string | undefined {
   return `gateway not built: ${missing.join(', ')} missing (is src/ written yet, and did "npm run build" succeed?)`
 }
 
-export interface Gateway {
-  readonly port: number
-  readonly proc: Started
-  stop: () => Promise<void>
-}
-
-export async function isReady (port: number): Promise<boolean> {
+async function isReady (port: number): Promise<boolean> {
   const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) })
   await res.arrayBuffer()
   return res.status === 200
@@ -45,107 +47,98 @@ export async function waitReady (port: number, timeoutMs: number, alive: () => b
   return false
 }
 
-export type ChatMode = 'relay' | 'persistent'
-
-export interface GatewayOptions {
+export interface LinkOptions {
+  readonly port: number
   readonly mqttUrl: string
   readonly prefix: string
-  readonly logFile: string
-  readonly readyTimeoutMs: number
-  /** relay: no token, nothing stored; persistent: Bearer token, owned sessions, both turns stored. */
-  readonly chatMode: ChatMode
   readonly databaseUrl: string
   /** Where the gateway may write (auth secret, embedded server): a temp dir, never the repo. */
   readonly dataDir: string
   readonly authSecret: string
-  /** DB_POOL_SIZE; undefined keeps the gateway's default. */
-  readonly dbPoolSize?: number
-  /** Extra node flags for the gateway (BENCH_GATEWAY_NODE_ARGS), e.g. `--cpu-prof`. */
-  readonly nodeArgs?: readonly string[]
+  /** CHAT_MODE; unset keeps the gateway's default (persistent). */
+  readonly chatMode?: 'relay' | 'persistent'
 }
 
-/**
- * The environment both gateway kinds share (the child process and the in-process heap
- * gateway), so relay and persistent differ in CHAT_MODE only. Pool size, history limits and
- * timeouts stay at the gateway's defaults unless named here.
- */
-export function gatewayEnv (o: Omit<GatewayOptions, 'logFile' | 'readyTimeoutMs'>, port: number): Record<string, string> {
+/** Where the gateway listens, which broker and database it uses, and how it signs tokens. */
+export function linkEnv (o: LinkOptions): Record<string, string> {
   return {
-    PORT: String(port),
+    PORT: String(o.port),
     HOST: '127.0.0.1',
     MQTT_URL: o.mqttUrl,
     MQTT_TOPIC_PREFIX: o.prefix,
     LOG_LEVEL: 'warn',
-    // One bench user drives the whole load: the per-user fair-share limits (docs/operations.md,
-    // "Security") must not be what is measured.
-    MAX_PENDING_PER_USER: '1000000',
-    SESSION_CREATE_PER_MINUTE: '1000000',
-    WS_MAX_PER_USER: '1000000',
-    REGISTER_PER_ADDRESS_PER_HOUR: '1000000',
-    REGISTER_MAX_CONCURRENT: '100000',
-    MAX_PENDING: '20000',
-    // The config's maximum: the per-session cap must never be what the bench measures.
-    MAX_PENDING_PER_SESSION: '10000',
-    CHAT_TIMEOUT_MS: '30000',
-    CHAT_MODE: o.chatMode,
+    ...(o.chatMode === undefined ? {} : { CHAT_MODE: o.chatMode }),
     DATABASE_URL: o.databaseUrl,
     DATA_DIR: o.dataDir,
-    AUTH_SECRET: o.authSecret,
-    ...(o.dbPoolSize === undefined ? {} : { DB_POOL_SIZE: String(o.dbPoolSize) })
+    AUTH_SECRET: o.authSecret
   }
 }
 
-/** Our variables that would change what is measured if inherited from the caller's shell. */
-const GATEWAY_VARS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST)_|^(PORT|HOST|DATABASE_URL|DATA_DIR|LOG_LEVEL|INSTANCE_ID|NODE_ENV)$/
+/** Limits that must never be what a bench measures; every family's gateway gets them. */
+export const LIMITS_LIFTED: Readonly<Record<string, string>> = {
+  // One bench user drives the whole load: the per-user fair-share limits (docs/operations.md,
+  // "Security") must not be what is measured.
+  MAX_PENDING_PER_USER: '1000000',
+  SESSION_CREATE_PER_MINUTE: '1000000',
+  WS_MAX_PER_USER: '1000000',
+  REGISTER_PER_ADDRESS_PER_HOUR: '1000000',
+  REGISTER_MAX_CONCURRENT: '100000',
+  MAX_PENDING: '20000',
+  // The config's maximum: the per-session cap (default 4) must never be what the bench measures.
+  MAX_PENDING_PER_SESSION: '10000',
+  CHAT_TIMEOUT_MS: '30000'
+}
+
+/**
+ * Our variables that would change what is measured if inherited from the caller's shell (the
+ * names of src/config.ts, and WORKER_* that THREAD* replaced).
+ */
+const GATEWAY_VARS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|THREAD|WORKER|WATCHDOG|EVENT|MEMORY|CONTENT|WS|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST)_|^(PORT|HOST|DATABASE_URL|DATA_DIR|LOG_LEVEL|INSTANCE_ID|NODE_ENV|THREADS)$/
+
+export interface GatewayOptions {
+  /** Names the gateway in errors: its chat mode or bench mode. */
+  readonly label?: string
+  /** The gateway's own variables for the port it gets (the caller's shell minus ours comes first). */
+  readonly env: (port: number) => Record<string, string>
+  readonly logFile: string
+  readonly readyTimeoutMs: number
+  /** Node flags before main.js, e.g. `--cpu-prof` (BENCH_GATEWAY_NODE_ARGS) or `--inspect=127.0.0.1:0`. */
+  readonly nodeArgs?: readonly string[]
+}
+
+export interface Gateway {
+  readonly port: number
+  readonly proc: Started
+  /** The variables the family set (not the inherited ones). */
+  readonly env: Record<string, string>
+  /** Date.now() when GET /readyz first answered 200. */
+  readonly readyAt: number
+  /** SIGTERM, then SIGKILL after 15 s; how the process ended. */
+  stop: () => Promise<{ code: number | null, signal: string | null }>
+}
 
 export async function startGateway (o: GatewayOptions): Promise<Gateway> {
-  const missing = missingGateway([MAIN_JS])
+  const mainJs = gatewayFile('main.js')
+  const missing = missingGateway([mainJs])
   if (missing !== undefined) throw new Error(missing)
   const port = await freePort()
+  const env = o.env(port)
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !GATEWAY_VARS.test(k)))
-  const env = { ...inherited, ...gatewayEnv(o, port) }
-  const proc = start(process.execPath, [...(o.nodeArgs ?? []), MAIN_JS], o.logFile, { env })
-  const ready = await waitReady(port, o.readyTimeoutMs, () => isRunning(proc.child))
-  if (!ready) {
+  const args = [...(o.nodeArgs ?? []), mainJs]
+  const proc = start(process.execPath, args, o.logFile, { env: { ...inherited, ...env } })
+  if (!await waitReady(port, o.readyTimeoutMs, () => isRunning(proc.child))) {
     const why = isRunning(proc.child) ? `GET /readyz not 200 within ${o.readyTimeoutMs} ms` : `exited with code ${proc.child.exitCode}`
     await stop(proc.child)
-    throw new Error(`gateway ${o.chatMode} (node ${MAIN_JS}) ${why}; its output:\n${proc.tail(30)}`)
+    throw new Error(`gateway${o.label === undefined ? '' : ` ${o.label}`} (node ${args.join(' ')}) ${why}; its output:\n${proc.tail(30)}`)
   }
-  return { port, proc, stop: async () => { await stop(proc.child, 15_000) } }
-}
-
-/** Prometheus text -> sum of the samples of each metric name (labels folded together). */
-export function parseMetrics (text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
-    if (m === null) continue
-    const value = Number(m[3])
-    if (!Number.isFinite(value)) continue
-    const name = m[1] as string
-    out.set(name, (out.get(name) ?? 0) + value)
+  return {
+    port,
+    proc,
+    env,
+    readyAt: Date.now(),
+    stop: async () => {
+      await stop(proc.child, 15_000)
+      return { code: proc.child.exitCode, signal: proc.child.signalCode }
+    }
   }
-  return out
-}
-
-export async function scrapeText (port: number): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(3000) })
-  const text = await res.text()
-  if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status}`)
-  return text
-}
-
-export async function scrape (port: number): Promise<Map<string, number>> {
-  return parseMetrics(await scrapeText(port))
-}
-
-/** Sample lines (labels kept, histogram buckets left out) whose name starts with `prefix`. */
-export function samplesOf (text: string, prefix: string): string[] {
-  return text.split('\n').filter((l) => l.startsWith(prefix) && !/_bucket[{ ]/.test(l))
-}
-
-/** Reads one metric; undefined when the scrape fails or the series does not exist. */
-export async function metric (port: number, name: string): Promise<number | undefined> {
-  try { return (await scrape(port)).get(name) } catch { return undefined }
 }

@@ -134,3 +134,15 @@ export function postRequest (host: string, port: number, path: string, json: str
     body
   ])
 }
+
+/** A serialised GET with keep-alive. */
+export function getRequest (host: string, port: number, path: string): Buffer {
+  return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: keep-alive\r\n\r\n`, 'latin1')
+}
+
+/** A transport failure's name for a tally: its errno code, `closed`, or `transport`. */
+export function classifyError (err: Error | undefined): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  if (code !== undefined) return code
+  return err?.message === 'connection closed' ? 'closed' : 'transport'
+}

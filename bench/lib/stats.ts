@@ -29,19 +29,43 @@ export class LatencyRecorder {
 
   get count (): number { return this.n }
 
+  /** A copy of the samples, in the order added (e.g. to send to another process). */
+  take (): Float64Array { return this.samples.slice(0, this.n) }
+
   summary (): LatencySummary {
     const sorted = this.samples.slice(0, this.n).sort()
     let sum = 0
     for (const v of sorted) sum += v
-    return {
-      count: this.n,
-      mean_ms: round3(this.n === 0 ? 0 : sum / this.n),
-      p50_ms: round3(percentile(sorted, 50)),
-      p90_ms: round3(percentile(sorted, 90)),
-      p99_ms: round3(percentile(sorted, 99)),
-      p999_ms: round3(percentile(sorted, 99.9)),
-      max_ms: round3(this.n === 0 ? 0 : sorted[this.n - 1] ?? 0)
-    }
+    return summaryOf(sorted, sum)
+  }
+}
+
+/** Nearest-rank summary over every sample of every part (e.g. one part per client process). */
+export function summarizeParts (parts: readonly Float64Array[]): LatencySummary {
+  let n = 0
+  for (const p of parts) n += p.length
+  const all = new Float64Array(n)
+  let at = 0
+  let sum = 0
+  for (const p of parts) {
+    all.set(p, at)
+    at += p.length
+    for (const v of p) sum += v
+  }
+  return summaryOf(all.sort(), sum)
+}
+
+/** The summary of ascending samples whose sum is `sum`; all zeros for none. */
+function summaryOf (sorted: Float64Array, sum: number): LatencySummary {
+  const n = sorted.length
+  return {
+    count: n,
+    mean_ms: round3(n === 0 ? 0 : sum / n),
+    p50_ms: round3(percentile(sorted, 50)),
+    p90_ms: round3(percentile(sorted, 90)),
+    p99_ms: round3(percentile(sorted, 99)),
+    p999_ms: round3(percentile(sorted, 99.9)),
+    max_ms: round3(n === 0 ? 0 : sorted[n - 1] ?? 0)
   }
 }
 

@@ -5,7 +5,9 @@
  * here keeps state between requests (and several viewers do not disturb each other).
  */
 import { carriesChats } from '../../machines/mqtt-link.machine.js'
-import { computeHealth, computeMqttHealth, type HealthSources, type HealthStatus } from '../health.js'
+import { computeHealth, computeMqttHealth, type HealthStatus } from '../health.js'
+import type { RuntimeView } from '../runtime-view.js'
+import { MONITORING_PATHS } from '../http/route-table.js'
 
 /** One labelled value of a prom-client metric (what `metric.get()` lists). */
 export interface Sample {
@@ -26,13 +28,6 @@ export interface StatusCounters {
   handlerErrors?: readonly Sample[]
 }
 
-/**
- * Routes that monitoring polls: left out of the request counts, or the rates would mostly
- * show the status page (one request a second per viewer) and the orchestrator's probes.
- */
-export const MONITORING_ROUTES: ReadonlySet<string> = new Set([
-  '/', '/status', '/api/status', '/api/health', '/api/health/mqtt', '/livez', '/readyz', '/metrics'
-])
 
 const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx'] as const
 
@@ -65,7 +60,7 @@ export interface StatusReport {
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
   memory: { rss_bytes: number, heap_used_bytes: number }
   db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
-  /** Totals since start; monitoring routes (MONITORING_ROUTES) are not counted. */
+  /** Totals since start; monitoring routes (route-table MONITORING_PATHS) are not counted. */
   http_responses: Record<(typeof STATUS_CLASSES)[number], number>
   /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, cancelled), since start. */
   chats: Record<string, number>
@@ -73,7 +68,7 @@ export interface StatusReport {
   protection: { refused: Record<string, number>, handler_errors: number }
 }
 
-export function computeStatus (src: HealthSources, counters: StatusCounters): StatusReport {
+export function computeStatus (src: RuntimeView, counters: StatusCounters): StatusReport {
   const health = computeHealth(src).body
   const mqtt = computeMqttHealth(src) as {
     client_id: string
@@ -103,7 +98,9 @@ export function computeStatus (src: HealthSources, counters: StatusCounters): St
 
   const http = Object.fromEntries(STATUS_CLASSES.map((c) => [c, 0])) as StatusReport['http_responses']
   for (const { labels, value } of counters.httpResponses) {
-    if (MONITORING_ROUTES.has(String(labels.route))) continue
+    // Left out, or the rates would mostly show the status page (one request a second per
+    // viewer) and the orchestrator's probes.
+    if (MONITORING_PATHS.has(String(labels.route))) continue
     const cls = `${String(labels.status).charAt(0)}xx` as keyof typeof http
     if (cls in http) http[cls] += value
   }

@@ -15,6 +15,7 @@ import { checkText } from '../http/validate.js'
 import { MAX_STRIKES, parseFrame, type FrameReason } from './frames.js'
 import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
 import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
+import { ROUTES } from '../http/route-table.js'
 
 export interface ChatSocketData extends SocketData {
   endpoint: 'chat'
@@ -36,7 +37,6 @@ export interface ChatSocketDeps extends RunChatDeps {
   onRejected?: (reason: FrameReason) => void
 }
 
-export const CHAT_WS_ROUTE = '/api/chatbot/ws'
 
 /** Frames are sent from MQTT and database callbacks, outside uWS's own: corked, as uWS requires there. */
 function send (ws: WebSocket<ChatSocketData>, frame: unknown): void {
@@ -57,7 +57,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
   return {
     ...socketLimits(deps),
     upgrade: upgradeHandler<ChatSocketData>(deps.upgrade, {
-      route: CHAT_WS_ROUTE,
+      route: ROUTES.chatSocket.path,
       params: 0,
       check ({ user }) {
         return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map(), strikes: 0 }
@@ -93,7 +93,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
         },
         fail: (err) => {
           finish()
-          const f = describeFailure(err, deps.log, { request_id: requestId, route: CHAT_WS_ROUTE })
+          const f = describeFailure(err, deps.log, { request_id: requestId, route: ROUTES.chatSocket.path })
           send(ws, { type: 'error', id, error: f.code, message: f.message, ...(f.retryAfterS !== undefined ? { retry_after_s: f.retryAfterS } : {}) })
         },
         gone: () => data.closed

@@ -15,6 +15,7 @@ import type { HintHub } from './hint-hub.js'
 import type { SessionOwners } from '../chat/session-owners.js'
 import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
 import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
+import { ROUTES } from '../http/route-table.js'
 
 export interface HintSocketData extends SocketData {
   endpoint: 'hints'
@@ -48,7 +49,6 @@ export interface HintsSocketDeps {
   onState?: () => void
 }
 
-export const HINTS_ROUTE = '/api/mqtt/ws/hints/:session_id'
 
 export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocketData> {
   const { clock } = deps
@@ -68,7 +68,7 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
   return {
     ...socketLimits(deps),
     upgrade: upgradeHandler<HintSocketData>(deps.upgrade, {
-      route: HINTS_ROUTE,
+      route: ROUTES.hintsSocket.path,
       params: 1,
       precheck: ([sessionId]) => isValidId(sessionId) ? null : new TetherError('invalid_request', `${idRule('session_id')}.`),
       check ({ user, params }) {

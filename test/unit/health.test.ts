@@ -1,9 +1,10 @@
 import t from 'tap'
 import type { LinkStateName } from '../../machines/mqtt-link.machine.js'
-import { computeHealth, computeMqttHealth, LINK_DOWN_UNHEALTHY_MS, type HealthSources } from '../../src/health.js'
+import { computeHealth, computeMqttHealth, LINK_DOWN_UNHEALTHY_MS } from '../../src/health.js'
+import type { RuntimeView } from '../../src/runtime-view.js'
 import { carriesChats } from '../../machines/mqtt-link.machine.js'
 
-function sources (over: { state?: LinkStateName, downSince?: number | null, lag?: number, shuttingDown?: boolean, now?: number, db?: 'up' | 'down' | 'migrating', rss?: number } = {}): HealthSources {
+function sources (over: { state?: LinkStateName, downSince?: number | null, lag?: number, shuttingDown?: boolean, now?: number, db?: 'up' | 'down' | 'migrating', rss?: number } = {}): RuntimeView {
   const now = over.now ?? 1_000_000
   return {
     now: () => now,
@@ -26,7 +27,8 @@ function sources (over: { state?: LinkStateName, downSince?: number | null, lag?
     memory: () => ({ rss: over.rss ?? 100 * 1048576, heapUsed: 50 * 1048576 }),
     memorySoftLimitBytes: 512 * 1048576,
     shuttingDown: () => over.shuttingDown ?? false,
-    subscribers: () => ({ hint_sessions: 0, total_websockets: 0 }),
+    websockets: () => 0,
+    hintSessions: () => 0,
     db: () => ({ status: over.db ?? 'up', downSince: over.db === 'down' ? now - 4000 : null, pool: { total: 3, idle: 2, waiting: 0, checkedOut: 1 } })
   }
 }

@@ -13,6 +13,7 @@ import { addressBucket } from '../client-address.js'
 import { jsonRoute, required, type RouteDeps } from '../request-context.js'
 import type { Handler } from '../server.js'
 import { checkText } from '../validate.js'
+import { ROUTES } from '../route-table.js'
 
 export interface AuthRouteDeps extends RouteDeps {
   accounts: () => Accounts
@@ -42,7 +43,7 @@ function password (value: unknown): string {
 
 export function registerHandler (deps: AuthRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/auth/register',
+    route: ROUTES.register.path,
     auth: false,
     readsBody: true,
     async handle ({ body, ex, remoteAddress }) {
@@ -77,7 +78,7 @@ export function registerHandler (deps: AuthRouteDeps): Handler {
 
 export function loginHandler (deps: AuthRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/auth/login',
+    route: ROUTES.login.path,
     auth: false,
     readsBody: true,
     async handle ({ body, ex, remoteAddress }) {
@@ -136,7 +137,7 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
 
 export function meHandler (deps: AuthRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/auth/me',
+    route: ROUTES.me.path,
     auth: true,
     readsBody: false,
     async handle ({ user }) {

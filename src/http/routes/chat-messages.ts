@@ -12,6 +12,7 @@ import { readBody } from '../read-body.js'
 import { answerFailure, answerTooLarge, authenticate, type RouteDeps } from '../request-context.js'
 import { openEventStream, type EventStreamLimits } from '../event-stream.js'
 import { checkId, checkText, parseJsonObject } from '../validate.js'
+import { ROUTES } from '../route-table.js'
 
 /** Everything runChat needs (screening included), plus the HTTP plumbing. */
 export interface ChatRouteDeps extends RouteDeps, RunChatDeps {
@@ -19,7 +20,6 @@ export interface ChatRouteDeps extends RouteDeps, RunChatDeps {
   sse?: EventStreamLimits
 }
 
-export const CHAT_ROUTE = '/api/chatbot/messages'
 
 function jsonSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string): ChatSink {
   return {
@@ -55,7 +55,7 @@ function eventStreamSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string):
 
 export function chatMessagesHandler (deps: ChatRouteDeps): (res: HttpResponse, req: HttpRequest) => void {
   return (res, req) => {
-    const ex = openExchange(res, req, CHAT_ROUTE)
+    const ex = openExchange(res, req, ROUTES.chatMessages.path)
     const streaming = req.getHeader('accept').includes('text/event-stream')
     const user = deps.persistence.requiresAuth ? authenticate(deps.tokens, req.getHeader('authorization')) : null
     if (user instanceof TetherError) {

@@ -1,18 +1,20 @@
 /** /api/health, /api/health/mqtt, /livez, /readyz: cheap, synchronous, never touching the broker. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { carriesChats } from '../../../machines/mqtt-link.machine.js'
-import { computeHealth, computeMqttHealth, type HealthSources } from '../../health.js'
+import { computeHealth, computeMqttHealth } from '../../health.js'
+import type { RuntimeView } from '../../runtime-view.js'
 import type { Tokens } from '../../auth/tokens.js'
 import type { SessionOwners } from '../../chat/session-owners.js'
 import { TetherError } from '../../errors.js'
 import { openExchange, sendJson, type ExchangeHooks } from '../exchange.js'
 import { authenticate } from '../request-context.js'
+import { ROUTES } from '../route-table.js'
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void
 
-export function healthHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+export function healthHandler (hooks: ExchangeHooks, sources: RuntimeView): Handler {
   return (res, req) => {
-    const ex = openExchange(res, req, '/api/health')
+    const ex = openExchange(res, req, ROUTES.health.path)
     const report = computeHealth(sources)
     sendJson(hooks, ex, report.httpStatus, report.body)
   }
@@ -24,9 +26,9 @@ export interface SessionViewer {
   owners: Pick<SessionOwners, 'owns'>
 }
 
-export function mqttHealthHandler (hooks: ExchangeHooks, sources: HealthSources, viewer?: SessionViewer): Handler {
+export function mqttHealthHandler (hooks: ExchangeHooks, sources: RuntimeView, viewer?: SessionViewer): Handler {
   return (res, req) => {
-    const ex = openExchange(res, req, '/api/health/mqtt')
+    const ex = openExchange(res, req, ROUTES.mqttHealth.path)
     const user = viewer === undefined ? null : authenticate(viewer.tokens, req.getHeader('authorization'))
     const visible = user === null || user instanceof TetherError || viewer === undefined
       ? () => false
@@ -38,15 +40,15 @@ export function mqttHealthHandler (hooks: ExchangeHooks, sources: HealthSources,
 /** Liveness: answers as long as the event loop does. Orchestrators restart on failure. */
 export function livezHandler (hooks: ExchangeHooks): Handler {
   return (res, req) => {
-    const ex = openExchange(res, req, '/livez')
+    const ex = openExchange(res, req, ROUTES.livez.path)
     sendJson(hooks, ex, 200, { status: 'alive' })
   }
 }
 
 /** Readiness: 503 while the broker link cannot carry a chat, the database is unusable, or shutting down. */
-export function readyzHandler (hooks: ExchangeHooks, sources: HealthSources): Handler {
+export function readyzHandler (hooks: ExchangeHooks, sources: RuntimeView): Handler {
   return (res, req) => {
-    const ex = openExchange(res, req, '/readyz')
+    const ex = openExchange(res, req, ROUTES.readyz.path)
     const { state } = sources.link
     const linkUsable = carriesChats(state)
     const db = sources.db().status

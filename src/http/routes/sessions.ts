@@ -6,6 +6,7 @@ import { TetherError } from '../../errors.js'
 import { jsonRoute, required, type RouteDeps } from '../request-context.js'
 import type { Handler } from '../server.js'
 import { checkId, checkText } from '../validate.js'
+import { ROUTES } from '../route-table.js'
 
 export interface SessionRouteDeps extends RouteDeps {
   chats: () => ChatStore
@@ -22,7 +23,7 @@ const MAX_MESSAGES_LISTED = 1000
 
 export function createSessionHandler (deps: SessionRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/chatbot/sessions',
+    route: ROUTES.createSession.path,
     auth: true,
     readsBody: true,
     emptyBodyOk: true,
@@ -47,7 +48,7 @@ export function createSessionHandler (deps: SessionRouteDeps): Handler {
 
 export function listSessionsHandler (deps: SessionRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/chatbot/sessions',
+    route: ROUTES.listSessions.path,
     auth: true,
     readsBody: false,
     async handle ({ user }) {
@@ -61,7 +62,7 @@ export function listSessionsHandler (deps: SessionRouteDeps): Handler {
 
 export function sessionMessagesHandler (deps: SessionRouteDeps): Handler {
   return jsonRoute(deps, {
-    route: '/api/chatbot/sessions/:id/messages',
+    route: ROUTES.sessionMessages.path,
     auth: true,
     readsBody: false,
     params: 1,

@@ -3,19 +3,17 @@
  * assets: operators' browsers may have no internet), which polls GET /api/status every second.
  */
 import type { Registry } from 'prom-client'
-import type { HealthSources } from '../../health.js'
+import type { RuntimeView } from '../../runtime-view.js'
 import type { Logger } from '../../log.js'
 import { STATUS_PAGE_HTML } from '../../status-page/page.js'
 import { computeStatus, type Sample } from '../../status-page/status-report.js'
 import { openExchange, send, sendError, sendJson, type ExchangeHooks } from '../exchange.js'
-import type { Route } from '../server.js'
-
-export const STATUS_PAGE_PATHS = ['/', '/status'] as const
-export const STATUS_API_ROUTE = '/api/status'
+import { ROUTES } from '../route-table.js'
+import type { Handler } from '../server.js'
 
 export interface StatusRoutesDeps {
   hooks: ExchangeHooks
-  sources: HealthSources
+  sources: RuntimeView
   /** The metrics registry, for the counters the page turns into rates. */
   registry: Registry
   log: Logger
@@ -31,28 +29,21 @@ const PAGE_HEADERS: ReadonlyArray<readonly [string, string]> = [
   ['referrer-policy', 'no-referrer']
 ]
 
-/** The three routes, for the route table of src/app.ts. */
-export function statusRoutes (deps: StatusRoutesDeps): Route[] {
-  return [
-    ...STATUS_PAGE_PATHS.map((path): Route => ({ method: 'get', path, handler: pageHandler(deps.hooks, path) })),
-    { method: 'get', path: STATUS_API_ROUTE, handler: statusApiHandler(deps) }
-  ]
-}
-
-function pageHandler (hooks: ExchangeHooks, path: string): Route['handler'] {
+/** The page itself, served at `path` (it is served under two: / and /status). */
+export function statusPageHandler (hooks: ExchangeHooks, path: string): Handler {
   return (res, req) => {
     const ex = openExchange(res, req, path)
     send(hooks, ex, 200, STATUS_PAGE_HTML, PAGE_HEADERS)
   }
 }
 
-function statusApiHandler ({ hooks, sources, registry, log }: StatusRoutesDeps): Route['handler'] {
+export function statusApiHandler ({ hooks, sources, registry, log }: StatusRoutesDeps): Handler {
   const samples = async (name: string): Promise<Sample[]> => {
     const metric = registry.getSingleMetric(name)
     return metric === undefined ? [] : (await metric.get()).values
   }
   return (res, req) => {
-    const ex = openExchange(res, req, STATUS_API_ROUTE)
+    const ex = openExchange(res, req, ROUTES.statusApi.path)
     Promise.all([samples('tether_http_responses_total'), samples('tether_chat_requests_total'), samples('tether_ws_connections'), samples('tether_limits_refused_total'), samples('tether_handler_errors_total')]).then(
       ([httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors]) => {
         sendJson(hooks, ex, 200, computeStatus(sources, { httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors }), [['cache-control', 'no-store']])

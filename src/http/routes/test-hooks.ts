@@ -6,12 +6,12 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import type { Logger } from '../../log.js'
 import { openExchange, sendJson, type ExchangeHooks } from '../exchange.js'
+import { ROUTES } from '../route-table.js'
 
-export const BLOCK_LOOP_ROUTE = '/__test/block-event-loop'
 
 export function blockEventLoopHandler (hooks: ExchangeHooks, log: Logger): (res: HttpResponse, req: HttpRequest) => void {
   return (res, req) => {
-    const ex = openExchange(res, req, BLOCK_LOOP_ROUTE)
+    const ex = openExchange(res, req, ROUTES.blockEventLoop.path)
     const ms = Number(new URLSearchParams(req.getQuery() ?? '').get('ms') ?? 'Infinity')
     log.warn({ ms }, 'test hook: blocking the event loop on purpose')
     const until = Date.now() + ms

@@ -1,0 +1,137 @@
+/**
+ * The PostgreSQL ceiling: what the persistent chat path's two statements alone can do on this
+ * server, with no HTTP, MQTT or worker in the way. The gateway's own compiled modules are used
+ * (`db/pool.js`, `db/chat-store.js`, defaults from `config.js`), so the statements, the pool
+ * size and the pool discipline are exactly the gateway's; each "chat" is `beginChat` (own the
+ * session, read the history, insert the user's message) then `finishChat` (insert the reply),
+ * `concurrency` of them in flight (closed loop). The persistent gateway can at best match this.
+ */
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { pathToFileURL } from 'node:url'
+import { LatencyRecorder, Tally, type LoadResult } from '../lib/stats.js'
+
+export interface PgLoadOptions {
+  /** Directory of the compiled gateway (dist/src). */
+  readonly gatewayDir: string
+  readonly databaseUrl: string
+  /** DB_POOL_SIZE as the gateways got it; undefined: the gateway's default. */
+  readonly dbPoolSize?: number
+  readonly userId: string
+  readonly sessionIds: readonly string[]
+  readonly concurrency: number
+  readonly warmupS: number
+  readonly measureS: number
+  readonly drainMs: number
+  readonly maxRequests: number
+}
+
+interface GatewayConfig {
+  readonly dbPoolSize: number
+  readonly dbAcquireTimeoutMs: number
+  readonly dbStatementTimeoutMs: number
+  readonly dbIdleInTxTimeoutMs: number
+  readonly historyMaxMessages: number
+}
+interface ChatStore {
+  beginChat: (userId: string, sessionId: string, content: string, historyMax: number) => Promise<unknown>
+  finishChat: (sessionId: string, content: string) => Promise<unknown>
+}
+interface Modules {
+  loadConfig: (env: Record<string, string>) => GatewayConfig
+  createDbPool: (o: { url: string, size: number, acquireTimeoutMs: number, statementTimeoutMs: number, idleInTxTimeoutMs: number }) => { db: unknown, end: () => Promise<void> }
+  createChatStore: (db: unknown) => ChatStore
+}
+
+async function load (dir: string): Promise<Modules> {
+  const imp = async (file: string): Promise<Record<string, unknown>> => await import(pathToFileURL(join(dir, file)).href) as Record<string, unknown>
+  const [config, pool, store] = await Promise.all([imp('config.js'), imp('db/pool.js'), imp('db/chat-store.js')])
+  for (const [mod, name] of [[config, 'loadConfig'], [pool, 'createDbPool'], [store, 'createChatStore']] as const) {
+    if (typeof mod[name] !== 'function') throw new Error(`the gateway build in ${dir} does not export ${name}; the PostgreSQL ceiling follows src/db/`)
+  }
+  return { loadConfig: config.loadConfig, createDbPool: pool.createDbPool, createChatStore: store.createChatStore } as Modules
+}
+
+export interface PgRun {
+  readonly result: LoadResult & { pool_size: number }
+  /**
+   * Ends the pool. Called only after the orchestrator has read the backends' CPU: the pool's
+   * server processes exist only while it is open, and would be missed if it closed first.
+   */
+  close: () => Promise<void>
+}
+
+export async function runPgCeiling (o: PgLoadOptions): Promise<PgRun> {
+  const m = await load(o.gatewayDir)
+  // The gateway's defaults (pool size, timeouts, history length), as the persistent gateway runs them.
+  const config = m.loadConfig({ DATABASE_URL: o.databaseUrl, ...(o.dbPoolSize === undefined ? {} : { DB_POOL_SIZE: String(o.dbPoolSize) }) })
+  const pool = m.createDbPool({
+    url: o.databaseUrl,
+    size: config.dbPoolSize,
+    acquireTimeoutMs: config.dbAcquireTimeoutMs,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+    idleInTxTimeoutMs: config.dbIdleInTxTimeoutMs
+  })
+  const chats = m.createChatStore(pool.db)
+  const latencies = new LatencyRecorder()
+  const statuses = new Tally()
+  const errors = new Tally()
+  let seq = 0
+  let outstanding = 0
+  const t0 = performance.now()
+  const warmEnd = t0 + o.warmupS * 1000
+  const measEnd = warmEnd + o.measureS * 1000
+
+  const one = async (): Promise<string | undefined> => {
+    const sessionId = o.sessionIds[seq++ % o.sessionIds.length] as string
+    const started = performance.now()
+    outstanding++
+    let failed: string | undefined
+    try {
+      const begun = await chats.beginChat(o.userId, sessionId, 'hello', config.historyMaxMessages)
+      if (begun === null) failed = 'session_not_found'
+      else await chats.finishChat(sessionId, 'echo: hello')
+    } catch (err) {
+      failed = (err as { code?: string }).code ?? 'error'
+    }
+    outstanding--
+    const now = performance.now()
+    if (now >= warmEnd && now < measEnd) {
+      if (failed === undefined) { latencies.add(now - started); statuses.add('ok') } else errors.add(failed)
+    }
+    return failed
+  }
+  const loop = async (): Promise<void> => {
+    while (performance.now() < measEnd && seq < o.maxRequests) {
+      // After a failure wait a little so a dead server is not hammered in a hot loop.
+      if (await one() !== undefined) await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  const loops = Promise.all(Array.from({ length: o.concurrency }, loop))
+  // Every statement is bounded by the pool's statement and acquire timeouts; this bounds the rest.
+  const drained = await Promise.race([
+    loops.then(() => true),
+    new Promise<false>((resolve) => setTimeout(() => { resolve(false) }, Math.max(0, measEnd - performance.now()) + o.drainMs).unref())
+  ])
+  const unfinished = drained ? 0 : outstanding
+
+  const ok = statuses.counts.ok ?? 0
+  const close = async (): Promise<void> => {
+    await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
+  }
+  const result = {
+    kind: 'pg' as const,
+    concurrency: o.concurrency,
+    warmup_s: o.warmupS,
+    measured_s: o.measureS,
+    completed: latencies.count,
+    ok,
+    rps: Math.round(ok / o.measureS),
+    latency: latencies.summary(),
+    statuses: statuses.counts,
+    errors: errors.counts,
+    unfinished,
+    pool_size: config.dbPoolSize
+  }
+  return { result, close }
+}

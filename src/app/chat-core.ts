@@ -1,0 +1,73 @@
+/**
+ * The chat core: the pending-request registry, the MQTT link, the chat service that publishes
+ * requests and routes replies, and the hint hub. Built here, started by the composition root
+ * once the HTTP server exists (the hub fans out through it).
+ */
+import { createChatService, type ChatService } from '../chat/chat-service.js'
+import { createPendingRegistry, type PendingRegistry } from '../chat/pending-registry.js'
+import type { Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { createMqttLink, type MqttLink } from '../mqtt/mqtt-link.js'
+import type { Topics } from '../mqtt/topics.js'
+import { linkTimings } from '../settings/mqtt-link-settings.js'
+import { createHintHub, type HintHub } from '../ws/hint-hub.js'
+
+/** Each pending-request cap under its name in tether_limits_refused_total. */
+const CAP_LIMITS = { total_cap: 'pending_total', session_cap: 'pending_session', user_cap: 'pending_user' } as const
+
+export interface ChatCore {
+  registry: PendingRegistry
+  link: MqttLink
+  chat: ChatService
+  hub: HintHub
+  /** Connects the hub to the server's native fan-out, once the server exists. */
+  setFanOut: (publish: (topic: string, message: string) => void) => void
+}
+
+export interface ChatCoreDeps {
+  config: Config
+  log: Logger
+  clock: Clock
+  metrics: Metrics
+  topics: Topics
+  /** The broker URL (the embedded one's when MQTT_URL is unset). */
+  url: string
+  random?: () => number
+}
+
+export function createChatCore ({ config, log, clock, metrics, topics, url, random }: ChatCoreDeps): ChatCore {
+  const registry = createPendingRegistry({
+    maxPending: config.maxPending,
+    maxPendingPerSession: config.maxPendingPerSession,
+    maxPendingPerUser: config.maxPendingPerUser,
+    clock,
+    onSettled: metrics.chatSettled,
+    onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
+  })
+  const link = createMqttLink({
+    ...linkTimings(config),
+    url,
+    clientId: config.instanceId,
+    probeTopic: topics.probe,
+    staleAfterMs: config.mqttStaleAfterMs,
+    clock,
+    log,
+    ...(random !== undefined ? { random } : {}),
+    inFlightSince: registry.inFlightSince,
+    onHandlerError: () => { metrics.handlerError('mqtt_message') }
+  })
+  link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
+  link.events.on('attempt', metrics.connectAttempt)
+  const chat = createChatService({
+    link, registry, topics, clock, log,
+    chatTimeoutMs: config.chatTimeoutMs,
+    onReplyDropped: metrics.replyDropped,
+    onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) }
+  })
+  // The hub fans out through the uWS app, which exists only once the server is built.
+  let fanOut: (topic: string, message: string) => void = () => {}
+  const hub = createHintHub({ link, topics, clock, maxBytes: config.hintMaxBytes, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished, onDropped: metrics.hintDropped })
+  return { registry, link, chat, hub, setFanOut: (publish) => { fanOut = publish } }
+}

@@ -1,0 +1,47 @@
+/**
+ * Builds the runtime view (src/runtime-view.ts) from the live parts: the one place that says
+ * where health, metrics and the status page get each fact.
+ */
+import type { PendingRegistry } from '../chat/pending-registry.js'
+import type { Config } from '../config.js'
+import type { Database } from '../db/database.js'
+import type { MqttLink } from '../mqtt/mqtt-link.js'
+import type { RuntimeView } from '../runtime-view.js'
+import type { HintHub } from '../ws/hint-hub.js'
+import type { SocketRegistry } from '../ws/socket-registry.js'
+
+export interface RuntimeParts {
+  config: Pick<Config, 'lagDegradedMs' | 'memorySoftLimitBytes'>
+  now: () => number
+  startedAt: number
+  link: MqttLink
+  registry: PendingRegistry
+  lagP99Ms: () => number
+  sockets: SocketRegistry
+  hub: Pick<HintHub, 'sessions'>
+  database: Database
+  shuttingDown: () => boolean
+}
+
+export function createRuntimeView (parts: RuntimeParts): RuntimeView {
+  const { link, registry, sockets, hub, database } = parts
+  return {
+    now: parts.now,
+    startedAt: parts.startedAt,
+    link,
+    pendingTotal: () => registry.size,
+    pendingBySession: registry.bySession,
+    lagP99Ms: parts.lagP99Ms,
+    lagDegradedMs: parts.config.lagDegradedMs,
+    memory: () => { const m = process.memoryUsage(); return { rss: m.rss, heapUsed: m.heapUsed } },
+    memorySoftLimitBytes: parts.config.memorySoftLimitBytes,
+    shuttingDown: parts.shuttingDown,
+    websockets: (endpoint) => sockets.count(endpoint),
+    hintSessions: () => hub.sessions,
+    db: () => ({
+      status: !database.ready ? 'migrating' : database.monitor.status,
+      downSince: database.monitor.downSince,
+      pool: database.stats()
+    })
+  }
+}

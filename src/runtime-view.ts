@@ -1,0 +1,46 @@
+/**
+ * The one read-only view of the running gateway that health (/api/health, /readyz,
+ * /api/health/mqtt), the metrics' gauges and the status page all read, so that they cannot
+ * disagree about what they see. Built once by src/app/runtime.ts from the live parts; plain
+ * objects stand in for it in unit tests.
+ */
+import type { LinkStateName } from '../machines/mqtt-link.machine.js'
+import type { LinkTransition } from './mqtt/mqtt-link.js'
+
+export interface LinkView {
+  readonly state: LinkStateName
+  readonly isUp: boolean
+  readonly downSince: number | null
+  readonly lastActivityAt: number
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly clientId: string
+  nextAttemptInMs: () => number
+  recentTransitions: () => readonly LinkTransition[]
+}
+
+export interface DbView {
+  status: 'up' | 'down' | 'migrating'
+  downSince: number | null
+  pool: { total: number, idle: number, waiting: number, checkedOut: number }
+}
+
+export interface RuntimeView {
+  now: () => number
+  startedAt: number
+  link: LinkView
+  pendingTotal: () => number
+  pendingBySession: () => Record<string, number>
+  lagP99Ms: () => number
+  /** Event-loop delay p99 above this degrades health (EVENT_LOOP_LAG_DEGRADED_MS). */
+  lagDegradedMs: number
+  memory: () => { rss: number, heapUsed: number }
+  /** Resident memory above this degrades health; 0: no limit (MEMORY_SOFT_LIMIT_MB). */
+  memorySoftLimitBytes: number
+  shuttingDown: () => boolean
+  /** Open WebSockets on one endpoint. */
+  websockets: (endpoint: 'hints' | 'chat') => number
+  /** Sessions with at least one hints socket (each is one MQTT subscription). */
+  hintSessions: () => number
+  db: () => DbView
+}
