@@ -157,7 +157,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     stack.push('mqtt link', link.stop)
     // Subscribes to this gateway's reply topic; the link keeps it across reconnects.
     chat.start()
-    stack.push('chat service', chat.stop)
+    stack.push('dispatcher', chat.stop)
     if (config.demoResponder) {
       const demo = startDemoResponder({ ...linkTimings(config), url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
       stack.push('demo responder', demo.stop)

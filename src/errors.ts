@@ -15,7 +15,7 @@ export const ERRORS = {
   too_many_requests: { status: 429, message: 'Too many chats in flight; retry later.' },
   rate_limited: { status: 429, message: 'Too many failed logins; retry later.' },
   headers_too_large: { status: 431, message: 'The request headers are too large.' },
-  llm_error: { status: 502, message: 'The model worker reported an error.' },
+  llm_error: { status: 502, message: 'The LLM worker reported an error.' },
   llm_unavailable: { status: 503, message: 'The model broker is not reachable right now.' },
   shutting_down: { status: 503, message: 'The server is shutting down.' },
   db_unavailable: { status: 503, message: 'The database is not reachable right now.' },

@@ -2,7 +2,10 @@
  * Turns anything a request's work threw into the contract's error: a TetherError as is, an
  * unavailable database as 503 db_unavailable, a refused or late thread task as 503
  * overloaded / shutting_down, and anything else as 500 internal_error (logged with its
- * stack). Every transport (JSON, SSE, WebSocket) answers from this one mapping.
+ * stack). Every transport answers from this one mapping: an HTTP response through
+ * answerFailure (src/http/request-context.ts, also an event stream that has not started),
+ * and a frame inside a stream (an SSE `error` event, a WebSocket `error` frame) from
+ * failureFields below.
  */
 import { classifyDbError } from './db/db-errors.js'
 import { ERRORS, TetherError, type ErrorCode } from './errors.js'
@@ -33,4 +36,13 @@ export function describeFailure (err: unknown, log: Logger, context: Record<stri
   }
   log.error({ ...context, err: err instanceof Error ? err.stack : String(err) }, 'request failed')
   return failure('internal_error')
+}
+
+/**
+ * The error fields a streamed transport sends once its response has started (the status line
+ * is gone): the code, the message, and `retry_after_s` where an HTTP answer would carry
+ * Retry-After.
+ */
+export function failureFields (f: ContractFailure): { error: ErrorCode, message: string, retry_after_s?: number } {
+  return { error: f.code, message: f.message, ...(f.retryAfterS !== undefined ? { retry_after_s: f.retryAfterS } : {}) }
 }

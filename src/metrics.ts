@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { Settlement } from './chat/pending-registry.js'
-import type { ReplyDrop } from './chat/chat-service.js'
+import type { ReplyDrop } from './chat/dispatcher.js'
 import type { RuntimeView } from './runtime-view.js'
 
 export const LINK_STATES: readonly LinkStateName[] = ['connecting', 'connected', 'stale', 'reconnecting', 'givingUp', 'closed']

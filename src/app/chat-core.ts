@@ -3,7 +3,7 @@
  * requests and routes replies, and the hint hub. Built here, started by the composition root
  * once the HTTP server exists (the hub fans out through it).
  */
-import { createChatService, type ChatService } from '../chat/chat-service.js'
+import { createDispatcher, type Dispatcher } from '../chat/dispatcher.js'
 import { createPendingRegistry, type PendingRegistry } from '../chat/pending-registry.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
@@ -20,7 +20,7 @@ const CAP_LIMITS = { total_cap: 'pending_total', session_cap: 'pending_session',
 export interface ChatCore {
   registry: PendingRegistry
   link: MqttLink
-  chat: ChatService
+  chat: Dispatcher
   hub: HintHub
   /** Connects the hub to the server's native fan-out, once the server exists. */
   setFanOut: (publish: (topic: string, message: string) => void) => void
@@ -60,7 +60,7 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
   })
   link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
   link.events.on('attempt', metrics.connectAttempt)
-  const chat = createChatService({
+  const chat = createDispatcher({
     link, registry, topics, clock, log,
     chatTimeoutMs: config.chatTimeoutMs,
     onReplyDropped: metrics.replyDropped,

@@ -6,7 +6,7 @@ import type { Registry } from 'prom-client'
 import type { Passwords } from '../auth/password.js'
 import type { RateLimiter } from '../auth/rate-limiter.js'
 import type { Tokens } from '../auth/tokens.js'
-import type { ChatService } from '../chat/chat-service.js'
+import type { Dispatcher } from '../chat/dispatcher.js'
 import type { ChatPersistence } from '../chat/chat-persistence.js'
 import type { SessionOwners } from '../chat/session-owners.js'
 import type { Clock } from '../clock.js'
@@ -52,7 +52,7 @@ export interface HttpRoutesDeps {
   registrations: RateLimiter
   creations: RateLimiter
   owners: SessionOwners
-  chat: ChatService
+  chat: Dispatcher
   persistence: ChatPersistence
   /** What runChat needs beyond the chat service: screening, Retry-After. */
   chatPath: Pick<RunChatDeps, 'retryAfterS' | 'screen'>

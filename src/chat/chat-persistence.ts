@@ -6,7 +6,7 @@
  * checked — for trusted networks.
  */
 import type { ChatStore } from '../db/chat-store.js'
-import { trimHistory } from '../db/chat-store.js'
+import { trimToChars } from './history-budget.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import type { HistoryTrimmer } from './history-trimmer.js'
 import type { SessionOwners } from './session-owners.js'
@@ -40,7 +40,7 @@ export function storedChats (chats: () => ChatStore, owners: SessionOwners, hist
     async begin (userId, sessionId, content) {
       const begun = await chats().beginChat(userId, sessionId, content, historyMaxMessages)
       if (begun === null) return null
-      const history = trimHistory(begun.history, historyMaxChars)
+      const history = trimToChars(begun.history, historyMaxChars)
       return { history: tokens === undefined ? history : await tokens.trim(history) }
     },
     async finish (sessionId, content) { return (await chats().finishChat(sessionId, content)).id }

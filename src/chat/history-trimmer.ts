@@ -11,6 +11,7 @@
  * budget, only shorter than a tokenizer would keep.
  */
 import type { Logger } from '../log.js'
+import { trimToBytes } from './history-budget.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import { ThreadPoolError, type ThreadPool } from '../threads/thread-pool.js'
 import type { TrimHistoryInput, TrimHistoryOutput } from '../../workers/trim-history.worker.js'
@@ -50,17 +51,4 @@ function utf8Bytes (history: HistoryTurn[]): number {
   let bytes = 0
   for (const turn of history) bytes += Buffer.byteLength(turn.content, 'utf8')
   return bytes
-}
-
-/** Keeps the newest turns whose UTF-8 size fits `maxBytes`, dropping from the oldest. */
-export function trimToBytes (history: HistoryTurn[], maxBytes: number): HistoryTurn[] {
-  let used = 0
-  let start = history.length
-  while (start > 0) {
-    const bytes = Buffer.byteLength((history[start - 1] as HistoryTurn).content, 'utf8')
-    if (used + bytes > maxBytes) break
-    used += bytes
-    start--
-  }
-  return history.slice(start)
 }

@@ -1,19 +1,20 @@
 /**
  * One chat from accepted input to its end, for every transport (JSON, server-sent events,
  * WebSocket): pre-check, screen the text (CONTENT_FILTERS), store the user's message and read
- * the history, publish, relay chunks, store the reply, and map each final state to the
- * contract's answer. The transport only says how to deliver chunks, the reply and failures.
+ * the history, dispatch it (dispatcher.ts), relay chunks, store the reply, and map each final
+ * state to the contract's answer. The transport only says how to deliver chunks, the reply
+ * and failures.
  */
 import { TetherError } from '../errors.js'
 import type { ChatPersistence } from './chat-persistence.js'
-import type { ChatService } from './chat-service.js'
+import type { Dispatcher } from './dispatcher.js'
 import type { ContentScreen } from './content-screen.js'
 import type { Settlement } from './pending-registry.js'
 
 export interface ChatSink {
   chunk?: (delta: string) => void
   done: (reply: { messageId: string, content: string, latencyMs: number }) => void
-  /** A TetherError, or anything thrown by the database or a worker thread (see describeFailure). */
+  /** A TetherError, or anything thrown by the database or a pool thread (see describeFailure). */
   fail: (err: unknown) => void
   /** True once the client has gone: nothing is published or delivered for it any more. */
   gone: () => boolean
@@ -27,7 +28,7 @@ export interface ChatTurn {
 }
 
 export interface RunChatDeps {
-  chat: ChatService
+  chat: Dispatcher
   persistence: ChatPersistence
   /** Seconds for Retry-After when the link drops under a request. */
   retryAfterS: () => number
@@ -51,7 +52,7 @@ function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlemen
     case 'cancelled':
       return // the client is gone; nothing to answer
     case 'failed':
-      // The worker's own text stays in the logs (chat-service.ts): a model server's error may
+      // The worker's own text stays in the logs (dispatcher.ts): a model server's error may
       // name internal hosts or quote part of an API key.
       if (s.cause === 'worker_error') sink.fail(new TetherError('llm_error'))
       else if (s.cause === 'shutdown') sink.fail(new TetherError('shutting_down'))

@@ -77,16 +77,3 @@ export function createChatStore (db: Kysely<Database>) {
 }
 
 export type ChatStore = ReturnType<typeof createChatStore>
-
-/** Keeps the newest turns whose text fits `maxChars`, dropping from the oldest. */
-export function trimHistory (history: HistoryTurn[], maxChars: number): HistoryTurn[] {
-  let used = 0
-  let start = history.length
-  while (start > 0) {
-    const turn = history[start - 1] as HistoryTurn
-    if (used + turn.content.length > maxChars) break
-    used += turn.content.length
-    start--
-  }
-  return history.slice(start)
-}

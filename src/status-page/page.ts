@@ -84,7 +84,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <section class="card">
     <h2>Pending requests</h2>
     <div class="value" id="pending">&ndash;</div>
-    <div class="muted small">chats waiting for a worker</div>
+    <div class="muted small">chats waiting for an LLM worker</div>
   </section>
   <section class="card">
     <h2>WebSockets</h2>

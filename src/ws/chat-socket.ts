@@ -8,7 +8,7 @@
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import { runChat, type RunChatDeps } from '../chat/run-chat.js'
 import type { Clock } from '../clock.js'
-import { describeFailure } from '../failure.js'
+import { describeFailure, failureFields } from '../failure.js'
 import { idRule, isValidId, newRequestId } from '../ids.js'
 import type { Logger } from '../log.js'
 import { checkText } from '../http/validate.js'
@@ -94,7 +94,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
         fail: (err) => {
           finish()
           const f = describeFailure(err, deps.log, { request_id: requestId, route: ROUTES.chatSocket.path })
-          send(ws, { type: 'error', id, error: f.code, message: f.message, ...(f.retryAfterS !== undefined ? { retry_after_s: f.retryAfterS } : {}) })
+          send(ws, { type: 'error', id, ...failureFields(f) })
         },
         gone: () => data.closed
       })

@@ -38,7 +38,7 @@ t.test('a worker error is a 502 llm_error whose message does not pass on the wor
   const gw = await setup(t, fail('model exploded at http://10.1.2.3:8000 key sk-abc123'))
   const answer = await gw.chat('s1', 'hi')
   expectError(t, answer, 502, 'llm_error')
-  t.equal(answer.json.message, 'The model worker reported an error.')
+  t.equal(answer.json.message, 'The LLM worker reported an error.')
   t.notMatch(answer.text, /exploded|10\.1\.2\.3|sk-abc/, 'the model server\'s detail stays in the logs')
   t.equal(gw.tether.pending.size, 0)
 })

@@ -6,7 +6,7 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { runChat, type ChatSink, type RunChatDeps } from '../../chat/run-chat.js'
 import { TetherError } from '../../errors.js'
-import { describeFailure } from '../../failure.js'
+import { describeFailure, failureFields } from '../../failure.js'
 import { openExchange, sendError, sendJson, type Exchange } from '../exchange.js'
 import { readBody } from '../read-body.js'
 import { answerFailure, answerTooLarge, authenticate, type RouteDeps } from '../request-context.js'
@@ -40,13 +40,10 @@ function eventStreamSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string):
       stream.end(200)
     },
     fail: (err) => {
+      // Nothing sent yet: a plain error response, with its real status.
+      if (!stream.started) { answerFailure(deps, ex, err); return }
       const f = describeFailure(err, deps.log, { request_id: ex.requestId, route: ex.route })
-      if (!stream.started) {
-        // Nothing sent yet: a plain error response, with its real status.
-        sendError(deps.hooks, ex, f.code, { message: f.message, ...(f.retryAfterS !== undefined ? { retryAfterS: f.retryAfterS } : {}) })
-        return
-      }
-      stream.event('error', { error: f.code, message: f.message, request_id: ex.requestId })
+      stream.event('error', { ...failureFields(f), request_id: ex.requestId })
       stream.end(f.status)
     },
     gone: () => ex.aborted

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createHistoryTrimmer, trimToBytes } from '../../../src/chat/history-trimmer.js'
+import { createHistoryTrimmer } from '../../../src/chat/history-trimmer.js'
 import { silentLogger } from '../../../src/log.js'
 import type { HistoryTurn } from '../../../src/mqtt/protocol.js'
 import { ThreadPoolError, type ThreadPool } from '../../../src/threads/thread-pool.js'
@@ -56,10 +56,3 @@ t.test('a stopped pool and a task that threw are passed on, not papered over', a
   await t.rejects(broken.trim([user('more than five bytes')]), TypeError)
 })
 
-t.test('trimToBytes keeps the newest turns whose UTF-8 size fits, dropping from the oldest', async (t) => {
-  const history = [user('abcd'), assistant('€'), user('xy')]
-  t.same(trimToBytes(history, 5), history.slice(1), '€ is 3 bytes, xy 2')
-  t.same(trimToBytes(history, 4), history.slice(2))
-  t.same(trimToBytes(history, 9), history)
-  t.same(trimToBytes(history, 0), [])
-})

@@ -1,7 +1,8 @@
 /**
- * The chat path: admission (shutdown, link, caps), publishing the request envelope, and
- * turning replies from the per-instance reply topic into events for the pending actors.
- * Transport-neutral: the HTTP route (and later WebSocket/SSE) pass callbacks.
+ * The gateway's side of the wire to the LLM workers: admission (shutdown, link, caps), one
+ * pending-request actor per chat, publishing the request envelope, and turning replies on
+ * this instance's reply topic into events for those actors. It knows nothing of transports
+ * or storage: run-chat.ts drives one chat through it for every transport.
  */
 import type { Clock } from '../clock.js'
 import { TetherError } from '../errors.js'
@@ -29,7 +30,7 @@ export interface ChatInput {
 
 export type ReplyDrop = 'malformed' | 'too_large' | 'unknown' | 'duplicate'
 
-export interface ChatServiceOptions {
+export interface DispatcherOptions {
   link: MqttLink
   registry: PendingRegistry
   topics: Topics
@@ -43,7 +44,7 @@ export interface ChatServiceOptions {
   onCapRefused?: (cap: Exclude<Admission, 'ok'>) => void
 }
 
-export interface ChatService {
+export interface Dispatcher {
   start: () => void
   stop: () => void
   /**
@@ -72,7 +73,7 @@ export const MAX_REPLY_BYTES = 8 * 1024 * 1024
 /** Characters of a worker's error text kept in the log line. */
 const MAX_LOGGED_WORKER_ERROR = 500
 
-export function createChatService (options: ChatServiceOptions): ChatService {
+export function createDispatcher (options: DispatcherOptions): Dispatcher {
   const { link, registry, topics, clock, log } = options
   let refusing = false
 
