@@ -7,14 +7,12 @@
  */
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import { runChat, type RunChatDeps } from '../chat/run-chat.js'
-import type { Clock } from '../clock.js'
 import { describeFailure, failureFields } from '../failure.js'
 import { idRule, isValidId, newRequestId } from '../ids.js'
-import type { Logger } from '../log.js'
 import { checkText } from '../http/validate.js'
 import { MAX_STRIKES, parseFrame, type FrameReason } from './frames.js'
-import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
-import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
+import { closeReasonOf, socketLimits, type EndpointDeps, type SocketData } from './socket-registry.js'
+import { upgradeHandler } from './upgrade.js'
 import { ROUTES } from '../http/route-table.js'
 
 export interface ChatSocketData extends SocketData {
@@ -24,18 +22,7 @@ export interface ChatSocketData extends SocketData {
   strikes: number
 }
 
-export interface ChatSocketDeps extends RunChatDeps {
-  upgrade: UpgradeDeps
-  registry: SocketRegistry
-  clock: Clock
-  log: Logger
-  idleTimeoutS: number
-  maxPayloadBytes: number
-  maxBackpressure: number
-  onOpen?: () => void
-  onClose?: (reason: string) => void
-  onRejected?: (reason: FrameReason) => void
-}
+export interface ChatSocketDeps extends RunChatDeps, EndpointDeps<FrameReason> {}
 
 
 /** Frames are sent from MQTT and database callbacks, outside uWS's own: corked, as uWS requires there. */

@@ -4,17 +4,15 @@
  * frames go to `llm/state/<session_id>` at QoS 0 (only `data`), rate-limited per socket.
  */
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
-import type { Clock } from '../clock.js'
 import { TetherError } from '../errors.js'
 import { idRule, isValidId } from '../ids.js'
-import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { Topics } from '../mqtt/topics.js'
 import { MAX_STRIKES, parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
 import type { HintHub } from './hint-hub.js'
 import type { SessionOwners } from '../chat/session-owners.js'
-import { closeReasonOf, socketLimits, type SocketData, type SocketRegistry } from './socket-registry.js'
-import { upgradeHandler, type UpgradeDeps } from './upgrade.js'
+import { closeReasonOf, socketLimits, type EndpointDeps, type SocketData } from './socket-registry.js'
+import { upgradeHandler } from './upgrade.js'
 import { ROUTES } from '../http/route-table.js'
 
 export interface HintSocketData extends SocketData {
@@ -25,27 +23,17 @@ export interface HintSocketData extends SocketData {
   lastErrorAt: number
 }
 
-export interface HintsSocketDeps {
-  upgrade: UpgradeDeps
+export interface HintsSocketDeps extends EndpointDeps<FrameReason> {
   ownsSession: (userId: string, sessionId: string) => Promise<boolean>
   /** Owners already known, so most upgrades need no database round trip (session-owners.ts). */
   owners?: SessionOwners
   /** Holds one of the user's places for an ownership lookup (chat.holdUser); throws 429 past the share. */
   holdUser?: (userId: string) => () => void
-  registry: SocketRegistry
   hub: HintHub
   link: Pick<MqttLink, 'publish'>
   topics: Topics
-  clock: Clock
-  log: Logger
-  idleTimeoutS: number
-  maxPayloadBytes: number
-  maxBackpressure: number
   statePerSecond: number
   stateBurst: number
-  onOpen?: () => void
-  onClose?: (reason: string) => void
-  onRejected?: (reason: FrameReason) => void
   onState?: () => void
 }
 

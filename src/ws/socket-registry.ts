@@ -14,7 +14,9 @@
 import type { WebSocket } from 'uWebSockets.js'
 import type { Clock } from '../clock.js'
 import { CLOSE_CODES, type CloseReason } from '../close-codes.js'
+import type { Logger } from '../log.js'
 import { createPingWheel } from './ping-wheel.js'
+import type { UpgradeDeps } from './upgrade.js'
 
 export type Endpoint = 'hints' | 'chat'
 
@@ -30,7 +32,24 @@ export interface SocketData {
 }
 
 /** The uWS limits both sockets share (WS_IDLE_TIMEOUT_S, WS_MAX_PAYLOAD_BYTES, WS_MAX_BACKPRESSURE). */
-export function socketLimits (limits: { idleTimeoutS: number, maxPayloadBytes: number, maxBackpressure: number }): {
+export interface SocketLimits {
+  idleTimeoutS: number
+  maxPayloadBytes: number
+  maxBackpressure: number
+}
+
+/** What both WebSocket endpoints need besides their own parts: the upgrade, the registry, limits, events. */
+export interface EndpointDeps<Reason> extends SocketLimits {
+  upgrade: UpgradeDeps
+  registry: SocketRegistry
+  clock: Clock
+  log: Logger
+  onOpen?: () => void
+  onClose?: (reason: string) => void
+  onRejected?: (reason: Reason) => void
+}
+
+export function socketLimits (limits: SocketLimits): {
   idleTimeout: number
   sendPingsAutomatically: boolean
   maxPayloadLength: number
