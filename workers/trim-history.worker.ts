@@ -1,7 +1,6 @@
 /**
  * Keeps the newest turns of a chat history whose token count fits a budget, dropping from the
- * oldest: the same rule as trimHistory (src/db/chat-store.ts) with tokens instead of
- * characters. A turn costs the tokens of its content; the few tokens a chat format adds per
+ * oldest: the history budget's one rule (src/chat/history-budget.ts) with tokens as the cost. A turn costs the tokens of its content; the few tokens a chat format adds per
  * turn are not counted, so leave them room in the budget.
  *
  * o200k_base is the encoding of GPT-4o, GPT-4.1, the o-series, GPT-5 and gpt-oss: the models
@@ -10,6 +9,7 @@
  * models. For other model families either is an estimate. Loading o200k_base costs each
  * thread about 1 s and 35 MB once, on its first task.
  */
+import { keepNewestWithin } from '../src/chat/history-budget.js'
 
 export interface TrimTurn {
   role: 'user' | 'assistant'
@@ -41,17 +41,11 @@ export default async function trimHistoryToTokens ({ history, maxTokens }: TrimH
   if (!Number.isSafeInteger(maxTokens) || maxTokens < 0) throw new TypeError(`maxTokens must be a whole number >= 0, got ${maxTokens}`)
   // Loaded on first use, not at import: the ranks are megabytes of source to parse.
   const { isWithinTokenLimit } = await import('gpt-tokenizer/encoding/o200k_base')
-  let used = 0
-  let start = history.length
-  while (start > 0) {
-    const turn = history[start - 1] as TrimTurn
-    if (typeof turn?.content !== 'string') throw new TypeError(`history[${start - 1}].content must be a string`)
+  const { kept, used } = keepNewestWithin(history, maxTokens, (turn, remaining, index) => {
+    if (typeof turn?.content !== 'string') throw new TypeError(`history[${index}].content must be a string`)
     // Stops encoding as soon as the remaining budget is exceeded, so one huge old turn costs
     // no more than the budget.
-    const tokens = isWithinTokenLimit(turn.content, maxTokens - used, AS_PLAIN_TEXT)
-    if (tokens === false) break
-    used += tokens
-    start--
-  }
-  return { history: history.slice(start), tokens: used }
+    return isWithinTokenLimit(turn.content, remaining, AS_PLAIN_TEXT)
+  })
+  return { history: kept, tokens: used }
 }
