@@ -33,7 +33,6 @@ import { startDemoResponder } from './mqtt/demo-responder.js'
 import type { MqttLink } from './mqtt/mqtt-link.js'
 import { createTopics } from './mqtt/topics.js'
 import { redactUrl } from './redact.js'
-import { linkTimings } from './settings/mqtt-link-settings.js'
 import type { SocketRegistry } from './ws/socket-registry.js'
 
 export interface TetherDeps {
@@ -159,7 +158,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     chat.start()
     stack.push('dispatcher', chat.stop)
     if (config.demoResponder) {
-      const demo = startDemoResponder({ ...linkTimings(config), url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
+      const demo = startDemoResponder({ keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
       stack.push('demo responder', demo.stop)
     }
     const port = await http.listen(config.host, config.port)

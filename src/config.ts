@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { isAddressOrNetwork, LOOPBACK_PROXIES } from './http/client-address.js'
-import { ConfigError, defineConfig, settingOf, type Env } from './settings/kernel.js'
+import { ConfigError, defineConfig, nameInEnv, settingOf, type Env } from './settings/kernel.js'
 import { checkMqttLinkSettings, mqttLinkSettings, type MqttLinkSettings } from './settings/mqtt-link-settings.js'
 import { bool, identifier, int, logLevel, mebibytes, mqttUrl, problem, type LogLevel, type Problem } from './settings/parsers.js'
 
@@ -233,7 +233,7 @@ export const SETTINGS = [
   s({ env: 'SHUTDOWN_GRACE_MS', key: 'shutdownGraceMs', fallback: 10_000, example: '10000', parse: int(0, 600_000), doc: 'On SIGTERM, how long in-flight chats may finish before they get 503.' }),
   s({ env: 'LOG_LEVEL', key: 'logLevel', fallback: 'info', example: 'info', parse: logLevel, doc: '`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. Logs are JSON lines on stdout.' }),
   s({ env: 'CORS_ORIGINS', key: 'corsOrigins', fallback: Object.freeze([]) as readonly string[], example: '["https://app.example.com"]', parse: parseOrigins, doc: 'Browser origins allowed by CORS: a JSON array (`["https://app.example.com"]`) or a comma list; `*` for any. Empty: no CORS headers.' }),
-  s({ env: 'DEMO_RESPONDER', key: 'demoResponder', formerly: ['DEMO_WORKER'], fallback: false, example: '1', parse: bool, doc: 'Run the demo responder against an external broker too (always on with the embedded one).' }),
+  s({ env: 'DEMO_RESPONDER', key: 'demoResponder', formerly: ['DEMO_WORKER'], fallback: false, example: '1', parse: bool, doc: 'Run the demo responder against an external broker too (always on with the embedded one). It uses `MQTT_KEEPALIVE_S` and `MQTT_CONNECT_TIMEOUT_MS` like the gateway, and reconnects after 1 s.' }),
   s({ env: 'NODE_ENV', key: 'production', fallback: false, example: 'production', parse: nodeEnv, defaultDoc: '(unset)', doc: '`production` makes `AUTH_SECRET` required.' }),
   s({ env: 'DATABASE_URL', key: 'databaseUrl', fallback: undefined, example: 'postgres://tether:secret@127.0.0.1:5432/tether', parse: databaseUrl, doc: 'PostgreSQL, `postgres://user:pass@host:5432/db`. Unset: an embedded PostgreSQL server under `DATA_DIR`.' }),
   s({ env: 'DATA_DIR', key: 'dataDir', fallback: './data', example: './data', parse: dir, doc: 'Where the embedded PostgreSQL and the generated auth secret live.' }),
@@ -269,7 +269,7 @@ export const SETTINGS = [
   s({ env: 'SSE_MAX_BACKPRESSURE', key: 'sseMaxBackpressure', fallback: 262_144, example: '262144', parse: int(1024, 64 * 1024 * 1024), doc: 'Bytes an event-stream answer may have waiting for a slow reader; past it the stream is ended and its chat cancelled.' }),
   s({ env: 'THREADS', key: 'threads', formerly: ['WORKER_THREADS'], fallback: () => Math.max(1, Math.min(4, availableParallelism() - 1)), example: '2', parse: int(1, 256), defaultDoc: 'cores − 1, 1 to 4', doc: 'Threads for blocking work (password hashing, history token counting, content filters).' }),
   s({ env: 'THREAD_NICE', key: 'threadNice', formerly: ['WORKER_NICE'], fallback: 10, example: '10', parse: int(0, 19), doc: 'How much lower the pool threads\' CPU priority is than the event loop\'s (`nice(2)` units; Linux keeps a priority per thread; 0–19, 0 = the same). On a machine whose cores are busy, password hashing then waits for the loop instead of health checks and chats waiting for it (measured with `npm run bench:loop`). Needs the `@napi-rs/nice` addon, a dependency.' }),
-  s({ env: 'THREAD_MAX_QUEUE', key: 'threadMaxQueue', formerly: ['WORKER_MAX_QUEUE'], fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Tasks waiting for a thread; more get `503 overloaded` at once. Keep it near what the threads finish within `WORKER_TASK_TIMEOUT_MS`: a longer queue only makes tasks wait until their deadline kills them (measured with `npm run bench:loop`).' }),
+  s({ env: 'THREAD_MAX_QUEUE', key: 'threadMaxQueue', formerly: ['WORKER_MAX_QUEUE'], fallback: 32, example: '32', parse: int(1, 1_000_000), doc: 'Tasks waiting for a thread; more get `503 overloaded` at once. Keep it near what the threads finish within `THREAD_TASK_TIMEOUT_MS`: a longer queue only makes tasks wait until their deadline kills them (measured with `npm run bench:loop`).' }),
   s({ env: 'THREAD_TASK_TIMEOUT_MS', key: 'threadTaskTimeoutMs', formerly: ['WORKER_TASK_TIMEOUT_MS'], fallback: 5000, example: '5000', parse: int(10, 600_000), doc: 'Deadline of one thread task; the thread is replaced when it passes.' }),
   s({ env: 'THREAD_INLINE', key: 'threadInline', formerly: ['WORKER_INLINE'], fallback: false, example: '0', parse: bool, doc: 'Benchmarking only: runs the thread tasks (password hashing, history token counting, content filters) on the event loop instead of threads, with no deadline, to show what the pool prevents (`npm run bench:loop`). Refused with `NODE_ENV=production`.' }),
   s({ env: 'CONTENT_FILTERS', key: 'contentFilters', fallback: Object.freeze([]) as readonly ContentFilter[], example: '["forbidden\\\\s+word","/secret plan/i"]', parse: parseContentFilters, doc: 'Regular expressions a chat message must not match, as a JSON array: `["forbidden\\\\s+word", "/secret plan/i"]` (a string `/source/flags` carries flags `i`, `m`, `s`, `u`, `v`). Checked at start-up (a bad pattern exits with status 78 naming it). A match answers `400 invalid_request` and the message is neither stored nor sent. Matching runs on a pool thread. Empty: no screening.' }),
@@ -288,7 +288,7 @@ function checkGateway (config: Config, env: Env): Config {
     throw new ConfigError('TETHER_TEST_HOOKS', 'must not be set when NODE_ENV=production (it enables a route that blocks the server)', '0')
   }
   if (config.production && config.threadInline) {
-    throw new ConfigError('THREAD_INLINE', 'must not be set when NODE_ENV=production (it runs password hashing and token counting on the event loop, which then stalls)', '0')
+    throw new ConfigError(nameInEnv(env, 'THREAD_INLINE', ['WORKER_INLINE']), 'must not be set when NODE_ENV=production (it runs password hashing and token counting on the event loop, which then stalls)', '0', 'THREAD_INLINE')
   }
   if (config.production && config.authSecret === undefined) {
     throw new ConfigError('AUTH_SECRET', 'is required when NODE_ENV=production (a generated secret would change on every new machine and log everyone out)', '$(openssl rand -hex 32)')

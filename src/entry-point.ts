@@ -46,8 +46,10 @@ async function loggerFor<C extends { logLevel: LogLevel }> (program: Program<C>,
   for (const name of program.config.unknownVariables(program.env)) {
     log.warn({ variable: name }, `unknown environment variable ${name} (a typo?) is ignored`)
   }
-  for (const { name, replacement } of program.config.deprecatedVariables(program.env)) {
-    log.warn({ variable: name, replacement }, `environment variable ${name} is deprecated: it is still read, but rename it to ${replacement}`)
+  for (const { name, replacement, ignored } of program.config.deprecatedVariables(program.env)) {
+    log.warn({ variable: name, replacement }, ignored
+      ? `environment variable ${name} is deprecated and ignored: ${replacement} is set too`
+      : `environment variable ${name} is deprecated: it is still read, but rename it to ${replacement}`)
   }
   return log
 }

@@ -149,7 +149,7 @@ export function createMetrics (): Metrics {
     name: 'tether_db_up',
     help: '1 while the database answers, 0 while it does not.',
     registers: [registry],
-    collect () { this.set(sources?.db().status === 'up' ? 1 : 0) }
+    collect () { this.set(sources?.db().reachable === true ? 1 : 0) }
   })
   new Gauge({
     name: 'tether_db_pool_connections',

@@ -4,18 +4,17 @@
  * deploy pipelines that want the schema in place before the new version takes traffic.
  */
 import { GATEWAY_CONFIG, type Config } from './config.js'
-import { isEntryPoint, runTask } from './entry-point.js'
+import { runTask } from './entry-point.js'
 import type { Logger } from './log.js'
 
 async function migrate (config: Config, log: Logger): Promise<void> {
-  const { startEmbeddedPostgres } = await import('./db/embedded-postgres.js')
-  const { createDbPool } = await import('./db/pool.js')
+  const { connectDatabase } = await import('./db/connect.js')
   const { migrateToLatest } = await import('./db/migrations.js')
-  const embedded = config.databaseUrl === undefined
-    ? await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPgPort, log })
-    : null
-  const pool = createDbPool({
-    url: config.databaseUrl ?? (embedded as NonNullable<typeof embedded>).url,
+  const { pool, close } = await connectDatabase({
+    url: config.databaseUrl,
+    dataDir: config.dataDir,
+    embeddedPort: config.embeddedPgPort,
+    log,
     size: 1,
     acquireTimeoutMs: config.dbAcquireTimeoutMs,
     // Migrations may legitimately take longer than a request's statement budget.
@@ -27,11 +26,9 @@ async function migrate (config: Config, log: Logger): Promise<void> {
     const ran = (result.results ?? []).map((r) => `${r.migrationName}: ${r.status}`)
     log.info({ ran }, ran.length > 0 ? 'migrations applied' : 'schema already up to date')
   } finally {
-    await pool.end()
-    await embedded?.stop()
+    await close()
   }
 }
 
-if (isEntryPoint(import.meta.url)) {
-  void runTask({ name: 'migrate', config: GATEWAY_CONFIG, env: process.env, run: migrate })
-}
+// Runs whenever loaded: this file is only ever a process's entry point (the import-all test skips it).
+void runTask({ name: 'migrate', config: GATEWAY_CONFIG, env: process.env, run: migrate })

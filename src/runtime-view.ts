@@ -20,7 +20,10 @@ export interface LinkView {
 }
 
 export interface DbView {
+  /** `migrating` until the schema is in place, whatever the probe says. */
   status: 'up' | 'down' | 'migrating'
+  /** The probe's verdict alone: the server answers `SELECT 1` (tether_db_up). */
+  reachable: boolean
   downSince: number | null
   pool: { total: number, idle: number, waiting: number, checkedOut: number }
 }

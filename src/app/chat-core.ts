@@ -1,5 +1,5 @@
 /**
- * The chat core: the pending-request registry, the MQTT link, the chat service that publishes
+ * The chat core: the pending-request registry, the MQTT link, the dispatcher that publishes
  * requests and routes replies, and the hint hub. Built here, started by the composition root
  * once the HTTP server exists (the hub fans out through it).
  */

@@ -8,7 +8,7 @@ import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { openDatabase, type Database } from '../db/database.js'
 import { createLagMonitor } from '../event-loop-lag.js'
-import { ROUTES } from '../http/route-table.js'
+import { ROUTE_LABELS } from '../http/route-table.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { BROKER_USERS } from '../mqtt/broker-acl.js'
@@ -55,7 +55,7 @@ export async function startFoundations ({ config, log, clock, metrics, stack, pe
   const watchdog = createWatchdog({
     stallMs: config.watchdogStallMs,
     exitOnStall: config.watchdogExit,
-    routes: [...new Set(Object.values(ROUTES).map((r) => r.path)), 'unmatched'],
+    routes: ROUTE_LABELS,
     clock,
     log,
     pendingRequests,

@@ -54,7 +54,7 @@ export interface HttpRoutesDeps {
   owners: SessionOwners
   chat: Dispatcher
   persistence: ChatPersistence
-  /** What runChat needs beyond the chat service: screening, Retry-After. */
+  /** What runChat needs beyond the dispatcher: screening, Retry-After. */
   chatPath: Pick<RunChatDeps, 'retryAfterS' | 'screen'>
   link: MqttLink
   topics: Topics

@@ -40,6 +40,7 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
     hintSessions: () => hub.sessions,
     db: () => ({
       status: !database.ready ? 'migrating' : database.monitor.status,
+      reachable: database.monitor.status === 'up',
       downSince: database.monitor.downSince,
       pool: database.stats()
     })

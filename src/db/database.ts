@@ -10,9 +10,9 @@ import { createAccounts, type Accounts } from './accounts.js'
 import { createChatStore, type ChatStore } from './chat-store.js'
 import { classifyDbError } from './db-errors.js'
 import { createDbMonitor, type DbMonitor } from './db-monitor.js'
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js'
+import { connectDatabase } from './connect.js'
 import { migrateToLatest } from './migrations.js'
-import { createDbPool, type DbPool, type PoolStats } from './pool.js'
+import type { PoolStats } from './pool.js'
 
 export interface DatabaseOptions {
   url: string | undefined
@@ -41,14 +41,12 @@ export interface Database {
 
 export async function openDatabase (options: DatabaseOptions): Promise<Database> {
   const { log } = options
-  let embedded: EmbeddedDatabase | null = null
-  if (options.url === undefined) {
-    embedded = await startEmbeddedPostgres({ dataDir: options.dataDir, port: options.embeddedPort, log })
-  }
-  const url = options.url ?? (embedded as EmbeddedDatabase).url
   let monitor: DbMonitor | null = null
-  const pool: DbPool = createDbPool({
-    url,
+  const { url, pool, close } = await connectDatabase({
+    url: options.url,
+    dataDir: options.dataDir,
+    embeddedPort: options.embeddedPort,
+    log,
     size: options.poolSize,
     acquireTimeoutMs: options.acquireTimeoutMs,
     statementTimeoutMs: options.statementTimeoutMs,
@@ -91,8 +89,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     stats: pool.stats,
     async close () {
       monitor?.stop()
-      await pool.end()
-      await embedded?.stop()
+      await close()
     }
   }
 }

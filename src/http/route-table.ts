@@ -45,3 +45,6 @@ export type RouteName = keyof typeof ROUTES
 
 /** Paths that monitoring polls: the status page's request rates leave them out. */
 export const MONITORING_PATHS: ReadonlySet<string> = new Set(Object.values(ROUTES).filter((r) => r.monitoring).map((r) => r.path))
+
+/** Every path and socket pattern, plus the fallback's label: the route labels there can be. */
+export const ROUTE_LABELS: readonly string[] = Object.freeze([...new Set(Object.values(ROUTES).map((r) => r.path)), 'unmatched'])

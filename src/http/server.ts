@@ -19,8 +19,6 @@ export interface HttpServer {
   listen: (host: string, port: number) => Promise<number>
   /** Native fan-out to every WebSocket subscribed to `topic`. */
   publish: (topic: string, message: string) => void
-  /** Every route template and socket pattern, for the watchdog's diagnostics. */
-  readonly routeNames: string[]
   /** Stops accepting connections; open keep-alive connections end after their current request. */
   close: () => void
 }
@@ -177,7 +175,6 @@ export function createHttpServer (options: HttpServerOptions): HttpServer {
       })
     },
     publish (topic, message) { app.publish(topic, message) },
-    routeNames: [...new Set([...options.routes.map((r) => r.path), ...(options.sockets ?? []).map((s) => s.pattern), 'unmatched'])],
     close () {
       if (listenSocket !== null) uWS.us_listen_socket_close(listenSocket)
       listenSocket = null

@@ -17,6 +17,12 @@ export interface DemoResponder {
 
 export const DEMO_LABEL = '[demo responder]'
 
+/**
+ * The demo's fixed wait before reconnecting: it talks to a broker on loopback (the embedded
+ * one) or next to the gateway, so a plain second is enough, and never a tight loop.
+ */
+const DEMO_RETRY_MS = 1000
+
 /** The reply text, split into the chunks the demo streams (word by word). */
 export function demoReply (content: string): { chunks: string[], full: string } {
   const full = `${DEMO_LABEL} You said: ${content}`
@@ -28,11 +34,9 @@ export interface DemoResponderOptions {
   url: string
   topics: Topics
   clientId: string
-  /** The gateway's MQTT link settings (MQTT_KEEPALIVE_S, MQTT_CONNECT_TIMEOUT_MS, MQTT_BACKOFF_BASE_MS). */
+  /** The gateway's own link settings (MQTT_KEEPALIVE_S, MQTT_CONNECT_TIMEOUT_MS). */
   keepaliveS: number
   connectTimeoutMs: number
-  /** Wait before reconnecting after the connection closed. */
-  backoffBaseMs: number
   clock: Clock
   log: Logger
 }
@@ -73,7 +77,7 @@ export function startDemoResponder (options: DemoResponderOptions): DemoResponde
     retry = clock.setTimeout(() => {
       retry = null
       if (!stopped) client.reconnect()
-    }, options.backoffBaseMs)
+    }, DEMO_RETRY_MS)
   }
 
   return {

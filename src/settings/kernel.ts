@@ -30,8 +30,9 @@ export interface Setting<C, K extends keyof C = keyof C> {
 /** Thrown by a loader; `message` is the single line printed before exiting with status 78. */
 export class ConfigError extends Error {
   readonly variable: string
-  constructor (variable: string, problem: string, example: string) {
-    super(`config: ${variable} ${problem} (example: ${variable}=${example})`)
+  /** `exampleVariable`: the name the example shows, when the value came under a former one. */
+  constructor (variable: string, problem: string, example: string, exampleVariable = variable) {
+    super(`config: ${variable} ${problem} (example: ${exampleVariable}=${example})`)
     this.name = 'ConfigError'
     this.variable = variable
   }
@@ -42,7 +43,12 @@ export const EXIT_CONFIG = 78
 
 export type Env = Readonly<Record<string, string | undefined>>
 
-export interface Deprecation { readonly name: string, readonly replacement: string }
+export interface Deprecation {
+  readonly name: string
+  readonly replacement: string
+  /** The new name is set too, so the former one is not read at all. */
+  readonly ignored: boolean
+}
 
 export interface ConfigDefinition<C> {
   readonly settings: ReadonlyArray<Setting<C>>
@@ -64,17 +70,15 @@ export interface ConfigShape<C> {
   readonly check?: (config: C, env: Env) => C
 }
 
-/** Reads one setting: its own name first, then a former one. */
-function rawValue<C> (setting: Setting<C>, env: Env): string | undefined {
-  const own = env[setting.env]
-  if (own !== undefined) return own
-  for (const name of setting.formerly ?? []) if (env[name] !== undefined) return env[name]
-  return undefined
-}
+const isSet = (value: string | undefined): value is string => value !== undefined && value !== ''
 
-function nameOfValue<C> (setting: Setting<C>, env: Env): string {
-  if (env[setting.env] !== undefined) return setting.env
-  return (setting.formerly ?? []).find((name) => env[name] !== undefined) ?? setting.env
+/**
+ * The name a setting's value is read from: its own when set (non-empty), else the first
+ * former name that is set, else its own (unset or empty: the default).
+ */
+export function nameInEnv (env: Env, name: string, formerly: readonly string[] = []): string {
+  if (isSet(env[name])) return name
+  return formerly.find((former) => isSet(env[former])) ?? name
 }
 
 export function defineConfig<C> (shape: ConfigShape<C>): ConfigDefinition<C> {
@@ -85,7 +89,8 @@ export function defineConfig<C> (shape: ConfigShape<C>): ConfigDefinition<C> {
     load (env) {
       const out: Record<string, unknown> = {}
       for (const setting of settings) {
-        const raw = rawValue(setting, env)
+        const from = nameInEnv(env, setting.env, setting.formerly)
+        const raw = env[from]
         if (raw === '' && setting.emptyMeansOff === true) { out[setting.key as string] = undefined; continue }
         if (raw === undefined || raw === '') {
           if (setting.fallback === REQUIRED) throw new ConfigError(setting.env, 'is required', setting.example)
@@ -93,7 +98,7 @@ export function defineConfig<C> (shape: ConfigShape<C>): ConfigDefinition<C> {
           continue
         }
         const value = setting.parse(raw)
-        if (isProblem(value)) throw new ConfigError(nameOfValue(setting, env), value.problem, setting.example)
+        if (isProblem(value)) throw new ConfigError(from, value.problem, setting.example, setting.env)
         out[setting.key as string] = value
       }
       const config = shape.check === undefined ? out as C : shape.check(out as C, env)
@@ -105,7 +110,7 @@ export function defineConfig<C> (shape: ConfigShape<C>): ConfigDefinition<C> {
     deprecatedVariables (env) {
       return settings.flatMap((s) => (s.formerly ?? [])
         .filter((name) => env[name] !== undefined)
-        .map((name) => ({ name, replacement: s.env })))
+        .map((name) => ({ name, replacement: s.env, ignored: isSet(env[s.env]) })))
     }
   }
 }

@@ -275,7 +275,7 @@ export function createThreadPool (options: ThreadPoolOptions): ThreadPool {
       })
       // piscina emits 'error' for a worker failure that no task owns (e.g. a thread that
       // dies while idle); an EventEmitter 'error' without a listener would crash the process.
-      pool.on('error', (err: unknown) => { log.error({ err }, 'worker thread failed outside a task') })
+      pool.on('error', (err: unknown) => { log.error({ err }, 'pool thread failed outside a task') })
     },
 
     async stop () {

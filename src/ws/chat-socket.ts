@@ -10,8 +10,9 @@ import { runChat, type RunChatDeps } from '../chat/run-chat.js'
 import { describeFailure, failureFields } from '../failure.js'
 import { idRule, isValidId, newRequestId } from '../ids.js'
 import { checkText } from '../http/validate.js'
-import { MAX_STRIKES, parseFrame, type FrameReason } from './frames.js'
-import { closeReasonOf, socketLimits, type EndpointDeps, type SocketData } from './socket-registry.js'
+import { parseFrame, type FrameReason } from './frames.js'
+import { socketClosed, strike, tooBig, type EndpointDeps } from './endpoint.js'
+import { socketLimits, type SocketData } from './socket-registry.js'
 import { upgradeHandler } from './upgrade.js'
 import { ROUTES } from '../http/route-table.js'
 
@@ -22,7 +23,7 @@ export interface ChatSocketData extends SocketData {
   strikes: number
 }
 
-export interface ChatSocketDeps extends RunChatDeps, EndpointDeps<FrameReason> {}
+export interface ChatSocketDeps extends RunChatDeps, EndpointDeps {}
 
 
 /** Frames are sent from MQTT and database callbacks, outside uWS's own: corked, as uWS requires there. */
@@ -34,10 +35,7 @@ function send (ws: WebSocket<ChatSocketData>, frame: unknown): void {
 
 export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketData> {
   function reject (ws: WebSocket<ChatSocketData>, reason: FrameReason, message: string, id?: string): void {
-    deps.onRejected?.(reason)
-    if (reason === 'binary') { deps.registry.close(ws, 'unsupported_data'); return }
-    const data = ws.getUserData()
-    if (++data.strikes >= MAX_STRIKES) { deps.registry.close(ws, 'policy_violation'); return }
+    if (strike(ws, deps, reason)) return
     send(ws, { type: 'error', ...(id !== undefined ? { id } : {}), error: 'invalid_request', message })
   }
 
@@ -55,7 +53,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       deps.onOpen?.()
     },
     message (ws, message, isBinary) {
-      if (message.byteLength > deps.maxPayloadBytes) { deps.onRejected?.('too_big'); deps.registry.close(ws, 'message_too_big'); return }
+      if (tooBig(ws, deps, message)) return
       const parsed = parseFrame(message, isBinary, ['chat'])
       if (!parsed.ok) { reject(ws, parsed.reason, parsed.message); return }
       const data = ws.getUserData()
@@ -88,16 +86,11 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       if (!finished) data.chats.set(id, cancel)
     },
     close (ws, code, message) {
-      const data = ws.getUserData()
-      data.closed = true
-      deps.registry.remove(ws)
-      const cancels = [...data.chats.values()]
-      data.chats.clear()
-      for (const cancel of cancels) cancel()
-      const text = Buffer.from(message).toString()
-      const reason = closeReasonOf(data, code, text)
-      deps.log.debug({ endpoint: data.endpoint, code, message: text, reason }, 'websocket closed')
-      deps.onClose?.(reason)
+      socketClosed(ws, deps, code, message, (data) => {
+        const cancels = [...data.chats.values()]
+        data.chats.clear()
+        for (const cancel of cancels) cancel()
+      })
     }
   }
 }

@@ -8,10 +8,11 @@ import { TetherError } from '../errors.js'
 import { idRule, isValidId } from '../ids.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { Topics } from '../mqtt/topics.js'
-import { MAX_STRIKES, parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
+import { parseFrame, takeToken, type Bucket, type FrameReason } from './frames.js'
 import type { HintHub } from './hint-hub.js'
 import type { SessionOwners } from '../chat/session-owners.js'
-import { closeReasonOf, socketLimits, type EndpointDeps, type SocketData } from './socket-registry.js'
+import { socketClosed, strike, tooBig, type EndpointDeps } from './endpoint.js'
+import { socketLimits, type SocketData } from './socket-registry.js'
 import { upgradeHandler } from './upgrade.js'
 import { ROUTES } from '../http/route-table.js'
 
@@ -23,7 +24,7 @@ export interface HintSocketData extends SocketData {
   lastErrorAt: number
 }
 
-export interface HintsSocketDeps extends EndpointDeps<FrameReason> {
+export interface HintsSocketDeps extends EndpointDeps {
   ownsSession: (userId: string, sessionId: string) => Promise<boolean>
   /** Owners already known, so most upgrades need no database round trip (session-owners.ts). */
   owners?: SessionOwners
@@ -42,10 +43,8 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
   const { clock } = deps
 
   function reject (ws: WebSocket<HintSocketData>, reason: FrameReason, message: string): void {
+    if (strike(ws, deps, reason)) return
     const data = ws.getUserData()
-    deps.onRejected?.(reason)
-    if (reason === 'binary') { deps.registry.close(ws, 'unsupported_data'); return }
-    if (++data.strikes >= MAX_STRIKES) { deps.registry.close(ws, 'policy_violation'); return }
     // At most one error frame a second: a flood must not be answered with a flood.
     const now = clock.now()
     if (now - data.lastErrorAt < 1000) return
@@ -93,7 +92,7 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
       deps.onOpen?.()
     },
     message (ws, message, isBinary) {
-      if (message.byteLength > deps.maxPayloadBytes) { deps.onRejected?.('too_big'); deps.registry.close(ws, 'message_too_big'); return }
+      if (tooBig(ws, deps, message)) return
       const parsed = parseFrame(message, isBinary, ['state'])
       if (!parsed.ok) { reject(ws, parsed.reason, parsed.message); return }
       const data = ws.getUserData()
@@ -111,14 +110,7 @@ export function hintsSocket (deps: HintsSocketDeps): WebSocketBehavior<HintSocke
       deps.onState?.()
     },
     close (ws, code, message) {
-      const data = ws.getUserData()
-      data.closed = true
-      deps.registry.remove(ws)
-      deps.hub.leave(data.sessionId)
-      const text = Buffer.from(message).toString()
-      const reason = closeReasonOf(data, code, text)
-      deps.log.debug({ endpoint: data.endpoint, code, message: text, reason }, 'websocket closed')
-      deps.onClose?.(reason)
+      socketClosed(ws, deps, code, message, (data) => { deps.hub.leave(data.sessionId) })
     }
   }
 }

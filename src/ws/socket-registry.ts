@@ -14,9 +14,7 @@
 import type { WebSocket } from 'uWebSockets.js'
 import type { Clock } from '../clock.js'
 import { CLOSE_CODES, type CloseReason } from '../close-codes.js'
-import type { Logger } from '../log.js'
 import { createPingWheel } from './ping-wheel.js'
-import type { UpgradeDeps } from './upgrade.js'
 
 export type Endpoint = 'hints' | 'chat'
 
@@ -36,17 +34,6 @@ export interface SocketLimits {
   idleTimeoutS: number
   maxPayloadBytes: number
   maxBackpressure: number
-}
-
-/** What both WebSocket endpoints need besides their own parts: the upgrade, the registry, limits, events. */
-export interface EndpointDeps<Reason> extends SocketLimits {
-  upgrade: UpgradeDeps
-  registry: SocketRegistry
-  clock: Clock
-  log: Logger
-  onOpen?: () => void
-  onClose?: (reason: string) => void
-  onRejected?: (reason: Reason) => void
 }
 
 export function socketLimits (limits: SocketLimits): {

@@ -17,6 +17,7 @@ t.test('production refuses THREAD_INLINE with one line naming it', async (t) => 
   t.throws(() => loadConfig(env), ConfigError)
   t.throws(() => loadConfig(env), { variable: 'THREAD_INLINE', message: /^config: THREAD_INLINE must not be set when NODE_ENV=production .*\(example: THREAD_INLINE=0\)$/ })
   t.equal(loadConfig({ ...env, THREAD_INLINE: '0' }).threadInline, false, 'off is fine in production')
+  t.throws(() => loadConfig({ NODE_ENV: 'production', AUTH_SECRET: SECRET, WORKER_INLINE: '1' }), { variable: 'WORKER_INLINE', message: /^config: WORKER_INLINE must not be set .*\(example: THREAD_INLINE=0\)$/ }, 'under its former name, the name that was set')
 })
 
 t.test('the server refuses to start in production with THREAD_INLINE: exit 78, one line, no stack', async (t) => {

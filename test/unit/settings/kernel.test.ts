@@ -30,7 +30,10 @@ t.test('empty means the default, except where it means off', async (t) => {
 t.test('a former name is read when the new one is unset, reported as deprecated, and never a typo', async (t) => {
   const env = { APP_URL: 'u', OLD_PORT: '81', APP_PROT: '1', APP_TEST_ONLY: '1' }
   t.equal(definition.load(env).port, 81)
-  t.same(definition.deprecatedVariables(env), [{ name: 'OLD_PORT', replacement: 'APP_PORT' }])
+  t.same(definition.deprecatedVariables(env), [{ name: 'OLD_PORT', replacement: 'APP_PORT', ignored: false }])
   t.same(definition.unknownVariables(env), ['APP_PROT'])
-  t.equal(definition.load({ ...env, APP_PORT: '82' }).port, 82)
+  t.equal(definition.load({ ...env, APP_PORT: '82' }).port, 82, 'the new name wins')
+  t.same(definition.deprecatedVariables({ ...env, APP_PORT: '82' }), [{ name: 'OLD_PORT', replacement: 'APP_PORT', ignored: true }], 'and the former one is reported as ignored')
+  t.equal(definition.load({ ...env, APP_PORT: '' }).port, 81, 'an empty new name does not hide a set former one')
+  t.throws(() => definition.load({ APP_URL: 'u', OLD_PORT: 'x' }), { message: /^config: OLD_PORT must be a whole number, got "x" \(example: APP_PORT=80\)$/ }, 'a bad former value is named as set, the example under the new name')
 })
