@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { HttpConnection, classifyError, postRequest, type Response } from '../lib/http-client.js'
-import { LatencyRecorder, Tally, type LoadResult } from '../lib/stats.js'
+import { LatencyRecorder, loadResult, Tally, type LoadResult } from '../lib/stats.js'
 
 export const CHAT_PATH = '/api/chatbot/messages'
 
@@ -94,20 +94,7 @@ export async function runHttpLoad (o: HttpLoadOptions): Promise<LoadResult> {
   const unfinished = outstanding
   for (const c of conns) c.destroy()
 
-  const ok = statuses.counts['200'] ?? 0
-  return {
-    kind: 'http',
-    concurrency: o.concurrency,
-    warmup_s: o.warmupS,
-    measured_s: o.measureS,
-    completed: latencies.count,
-    ok,
-    rps: Math.round(ok / o.measureS),
-    latency: latencies.summary(),
-    statuses: statuses.counts,
-    errors: errors.counts,
-    unfinished
-  }
+  return loadResult('http', o, { latencies, statuses, errors, unfinished, ok: statuses.counts['200'] ?? 0 })
 }
 
 export interface HoldOptions {

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { connectNoDelay, endClient, subscribe } from '../lib/mqtt-socket.js'
-import { LatencyRecorder, Tally, type LoadResult } from '../lib/stats.js'
+import { LatencyRecorder, loadResult, Tally, type LoadResult } from '../lib/stats.js'
 
 export interface MqttLoadOptions {
   readonly url: string
@@ -79,19 +79,5 @@ export async function runMqttCeiling (o: MqttLoadOptions): Promise<LoadResult> {
   const unfinished = outstanding.size
   await endClient(client)
 
-  const completed = latencies.count
-  const ok = statuses.counts.ok ?? 0
-  return {
-    kind: 'mqtt',
-    concurrency: o.concurrency,
-    warmup_s: o.warmupS,
-    measured_s: o.measureS,
-    completed,
-    ok,
-    rps: Math.round(ok / o.measureS),
-    latency: latencies.summary(),
-    statuses: statuses.counts,
-    errors: errors.counts,
-    unfinished
-  }
+  return loadResult('mqtt', o, { latencies, statuses, errors, unfinished })
 }

@@ -9,7 +9,7 @@
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
-import { LatencyRecorder, Tally, type LoadResult } from '../lib/stats.js'
+import { LatencyRecorder, loadResult, Tally, type LoadResult } from '../lib/stats.js'
 
 export interface PgLoadOptions {
   /** Directory of the compiled gateway (dist/src). */
@@ -115,23 +115,9 @@ export async function runPgCeiling (o: PgLoadOptions): Promise<PgRun> {
   ])
   const unfinished = drained ? 0 : outstanding
 
-  const ok = statuses.counts.ok ?? 0
   const close = async (): Promise<void> => {
     await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
   }
-  const result = {
-    kind: 'pg' as const,
-    concurrency: o.concurrency,
-    warmup_s: o.warmupS,
-    measured_s: o.measureS,
-    completed: latencies.count,
-    ok,
-    rps: Math.round(ok / o.measureS),
-    latency: latencies.summary(),
-    statuses: statuses.counts,
-    errors: errors.counts,
-    unfinished,
-    pool_size: config.dbPoolSize
-  }
+  const result = { ...loadResult('pg', o, { latencies, statuses, errors, unfinished }), pool_size: config.dbPoolSize }
   return { result, close }
 }

@@ -112,3 +112,21 @@ export interface LoadResult {
   /** Requests still outstanding when the run stopped and not answered within the drain time. */
   readonly unfinished: number
 }
+
+/** One load run's result from what its loop recorded; `ok` is the tally's `ok` (MQTT, PostgreSQL) or given (HTTP). */
+export function loadResult (kind: LoadResult['kind'], o: { concurrency: number, warmupS: number, measureS: number }, recorded: { latencies: LatencyRecorder, statuses: Tally, errors: Tally, unfinished: number, ok?: number }): LoadResult {
+  const ok = recorded.ok ?? recorded.statuses.counts.ok ?? 0
+  return {
+    kind,
+    concurrency: o.concurrency,
+    warmup_s: o.warmupS,
+    measured_s: o.measureS,
+    completed: recorded.latencies.count,
+    ok,
+    rps: Math.round(ok / o.measureS),
+    latency: recorded.latencies.summary(),
+    statuses: recorded.statuses.counts,
+    errors: recorded.errors.counts,
+    unfinished: recorded.unfinished
+  }
+}
