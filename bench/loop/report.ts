@@ -160,7 +160,7 @@ function le (v: number | undefined): string {
 
 export function markdown (r: LoopReport): string {
   const m = r.machine
-  const cols = r.modes.map((x) => x.mode === 'pool' ? 'pool (worker threads)' : 'inline (`THREAD_INLINE=1`)')
+  const cols = r.modes.map((x) => x.mode === 'pool' ? 'pool (threads)' : 'inline (`THREAD_INLINE=1`)')
   const row = (label: string, f: (x: ModeResult) => string): string => `| ${label} | ${r.modes.map(f).join(' | ')} |`
   const lines = [
     '## bench:loop results',
