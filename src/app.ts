@@ -117,7 +117,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const chats = migrated(() => database.chats)
 
     const core = createChatCore({ config, log, clock, metrics, topics, url, ...(deps.random !== undefined ? { random: deps.random } : {}) })
-    const { registry, link, chat, hub } = core
+    const { registry, link, chat, hub, streams } = core
     chatsInFlight = () => registry.size
     const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, shuttingDown: () => shuttingDown })
     metrics.setSources(view)
@@ -135,7 +135,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       onRequest: watchdog.noteRoute
     }
     const { routes, sockets: socketRoutes } = httpRoutes({
-      config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, persistence, passwords,
+      config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, streams, persistence, passwords,
       clientAddress: createClientAddress(config.trustProxy),
       accounts: migrated(() => database.accounts),
       chats,
@@ -144,6 +144,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       creations: createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock }),
       chatPath: {
         retryAfterS: link.retryAfterS,
+        onPartialLost: (err, requestId) => { log.warn({ request_id: requestId, err: err instanceof Error ? err.message : String(err) }, 'storing a partial answer failed') },
         // No thread hop at all when no filters are set.
         ...(config.contentFilters.length === 0 ? {} : { screen: createContentScreen(threads, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) })
       },
@@ -157,6 +158,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     // Subscribes to this gateway's reply topic; the link keeps it across reconnects.
     chat.start()
     stack.push('dispatcher', chat.stop)
+    streams.start()
+    stack.push('stream store', streams.stop)
     if (config.demoResponder) {
       const demo = startDemoResponder({ keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
       stack.push('demo responder', demo.stop)

@@ -23,6 +23,16 @@ export interface Config extends MqttLinkSettings {
   readonly embeddedMqttPort: number
   readonly instanceId: string
   readonly chatTimeoutMs: number
+  /** Silence after a stream has begun that ends it with llm_stalled; 0: none. */
+  readonly chatIdleTimeoutMs: number
+  /** Wait for the first chunk (or done) that ends the chat with llm_stalled; 0: none. */
+  readonly chatFirstChunkTimeoutMs: number
+  /** How long a stream outlives its client's connection, waiting for a resume. */
+  readonly streamResumeGraceMs: number
+  /** How long a settled stream stays resumable. */
+  readonly streamRetainMs: number
+  /** Bytes of chunk text all replay buffers may hold together. */
+  readonly streamBufferMaxBytes: number
   readonly maxPending: number
   readonly maxPendingPerSession: number
   /** Chats in flight per user, all sessions and sockets together (fair share). */
@@ -225,6 +235,11 @@ export const SETTINGS = [
   s({ env: 'MQTT_STALE_AFTER_MS', key: 'mqttStaleAfterMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'With requests in flight, silence this long makes the link suspect: it is probed.' }),
   s({ env: 'INSTANCE_ID', key: 'instanceId', fallback: () => `tether-${randomBytes(6).toString('hex')}`, example: 'tether-a1', parse: identifier, defaultDoc: 'random `tether-<12 hex>`', doc: 'Names this gateway\'s reply topic (`llm/chat/reply/<id>`) and MQTT client id. Two running gateways must not share one.' }),
   s({ env: 'CHAT_TIMEOUT_MS', key: 'chatTimeoutMs', fallback: 90_000, example: '90000', parse: int(100, 3_600_000), doc: 'Deadline of a chat request; `504 llm_timeout` when it passes.' }),
+  s({ env: 'CHAT_IDLE_TIMEOUT_MS', key: 'chatIdleTimeoutMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'Once an answer has begun, silence this long ends it with `504 llm_stalled` (an `error` after the chunks), keeps the text that arrived (status `stalled`) and tells the LLM worker to stop. `0`: no bound but `CHAT_TIMEOUT_MS`.' }),
+  s({ env: 'CHAT_FIRST_CHUNK_TIMEOUT_MS', key: 'chatFirstChunkTimeoutMs', fallback: 0, example: '20000', parse: int(0, 3_600_000), defaultDoc: '`0` (off)', doc: 'Bound on the wait for the first chunk (or `done`): past it, `504 llm_stalled`. Off by default: a model may think long before it speaks.' }),
+  s({ env: 'STREAM_RESUME_GRACE_MS', key: 'streamResumeGraceMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'How long a streamed chat (WebSocket or server-sent events) outlives its client\'s connection, so that the client can reconnect and resume it; only then is it cancelled (the LLM worker is told, reason `client_gone`). The plain JSON path still cancels when its client goes.' }),
+  s({ env: 'STREAM_RETAIN_MS', key: 'streamRetainMs', fallback: 60_000, example: '60000', parse: int(0, 3_600_000), doc: 'How long a finished stream stays resumable (its chunks and its end replayed).' }),
+  s({ env: 'STREAM_BUFFER_MAX_BYTES', key: 'streamBufferMaxBytes', fallback: 67_108_864, example: '67108864', parse: int(0, 4 * 1024 * 1024 * 1024), doc: 'Bytes of chunk text all replay buffers together may hold (64 MiB by default, `tether_stream_buffer_bytes` shows the use). Past it the oldest finished streams are dropped first, then the stream that grew it; a dropped stream can no longer be resumed (`stream_not_found`), never replayed with a gap.' }),
   s({ env: 'MAX_PENDING', key: 'maxPending', fallback: 10_000, example: '10000', parse: int(1, 1_000_000), doc: 'Chats in flight at once; more get 429.' }),
   s({ env: 'MAX_PENDING_PER_SESSION', key: 'maxPendingPerSession', fallback: 4, example: '4', parse: int(1, 10_000), doc: 'Chats in flight per session; more get 429.' }),
   s({ env: 'MAX_PENDING_PER_USER', key: 'maxPendingPerUser', fallback: 16, example: '16', parse: int(1, 1_000_000), doc: 'Chats in flight per user over all their sessions and sockets; more get `429 too_many_requests`. Fair share: no account can take the slots of `MAX_PENDING`.' }),
@@ -277,7 +292,7 @@ export const SETTINGS = [
 ]
 
 /** Names that look like ours; one that is not read is most likely a typo. */
-const OURS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|THREAD|WS|CONTENT|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST)_/
+const OURS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|THREAD|WS|CONTENT|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST|STREAM)_/
 
 function checkGateway (config: Config, env: Env): Config {
   const out = config as { -readonly [K in keyof Config]: Config[K] }

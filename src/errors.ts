@@ -9,8 +9,11 @@ export const ERRORS = {
   invalid_credentials: { status: 401, message: 'Wrong username or password.' },
   not_found: { status: 404, message: 'No such route.' },
   session_not_found: { status: 404, message: 'No such chat session.' },
+  stream_not_found: { status: 404, message: 'No such stream, or it can no longer be replayed.' },
   method_not_allowed: { status: 405, message: 'This route does not accept that method.' },
   username_taken: { status: 409, message: 'That username is taken.' },
+  cancelled: { status: 409, message: 'The chat was cancelled.' },
+  already_settled: { status: 409, message: 'The chat has already ended.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   too_many_requests: { status: 429, message: 'Too many chats in flight; retry later.' },
   rate_limited: { status: 429, message: 'Too many failed logins; retry later.' },
@@ -21,6 +24,7 @@ export const ERRORS = {
   db_unavailable: { status: 503, message: 'The database is not reachable right now.' },
   overloaded: { status: 503, message: 'The server is overloaded; retry later.' },
   llm_timeout: { status: 504, message: 'The model did not answer in time.' },
+  llm_stalled: { status: 504, message: 'The model stopped answering mid-way.' },
   internal_error: { status: 500, message: 'Unexpected server error.' }
 } as const satisfies Record<string, { status: number, message: string }>
 

@@ -5,6 +5,8 @@
  */
 import { createDispatcher, type Dispatcher } from '../chat/dispatcher.js'
 import { createPendingRegistry, type PendingRegistry } from '../chat/pending-registry.js'
+import { createStreamStore, type StreamStore } from '../chat/stream-store.js'
+import { describeFailure } from '../failure.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
@@ -21,6 +23,8 @@ export interface ChatCore {
   registry: PendingRegistry
   link: MqttLink
   chat: Dispatcher
+  /** Resumable streams' replay buffers (started and stopped with the dispatcher). */
+  streams: StreamStore
   hub: HintHub
   /** Connects the hub to the server's native fan-out, once the server exists. */
   setFanOut: (publish: (topic: string, message: string) => void) => void
@@ -42,6 +46,9 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     maxPending: config.maxPending,
     maxPendingPerSession: config.maxPendingPerSession,
     maxPendingPerUser: config.maxPendingPerUser,
+    firstChunkTimeoutMs: config.chatFirstChunkTimeoutMs,
+    idleTimeoutMs: config.chatIdleTimeoutMs,
+    resumeGraceMs: config.streamResumeGraceMs,
     clock,
     onSettled: metrics.chatSettled,
     onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
@@ -69,5 +76,12 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
   // The hub fans out through the uWS app, which exists only once the server is built.
   let fanOut: (topic: string, message: string) => void = () => {}
   const hub = createHintHub({ link, topics, clock, maxBytes: config.hintMaxBytes, publish: (topic, message) => { fanOut(topic, message) }, onHint: metrics.hintPublished, onDropped: metrics.hintDropped })
-  return { registry, link, chat, hub, setFanOut: (publish) => { fanOut = publish } }
+  const streams = createStreamStore({
+    chats: chat,
+    clock,
+    retainMs: config.streamRetainMs,
+    maxBytes: config.streamBufferMaxBytes,
+    describe: (err, requestId) => describeFailure(err, log, { request_id: requestId })
+  })
+  return { registry, link, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
 }

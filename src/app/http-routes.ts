@@ -7,6 +7,7 @@ import type { Passwords } from '../auth/password.js'
 import type { RateLimiter } from '../auth/rate-limiter.js'
 import type { Tokens } from '../auth/tokens.js'
 import type { Dispatcher } from '../chat/dispatcher.js'
+import type { StreamStore } from '../chat/stream-store.js'
 import type { ChatPersistence } from '../chat/chat-persistence.js'
 import type { SessionOwners } from '../chat/session-owners.js'
 import type { Clock } from '../clock.js'
@@ -21,6 +22,7 @@ import { chatMessagesHandler } from '../http/routes/chat-messages.js'
 import { healthHandler, livezHandler, mqttHealthHandler, readyzHandler } from '../http/routes/health.js'
 import { metricsHandler } from '../http/routes/metrics.js'
 import { createSessionHandler, listSessionsHandler, sessionMessagesHandler } from '../http/routes/sessions.js'
+import { cancelChatHandler, resumeStreamHandler } from '../http/routes/streams.js'
 import { statusApiHandler, statusPageHandler } from '../http/routes/status-page.js'
 import { blockEventLoopHandler } from '../http/routes/test-hooks.js'
 import type { Route, SocketRoute } from '../http/server.js'
@@ -53,9 +55,10 @@ export interface HttpRoutesDeps {
   creations: RateLimiter
   owners: SessionOwners
   chat: Dispatcher
+  streams: StreamStore
   persistence: ChatPersistence
   /** What runChat needs beyond the dispatcher: screening, Retry-After. */
-  chatPath: Pick<RunChatDeps, 'retryAfterS' | 'screen'>
+  chatPath: Pick<RunChatDeps, 'retryAfterS' | 'screen' | 'onPartialLost'>
   link: MqttLink
   topics: Topics
   hub: HintHub
@@ -68,11 +71,15 @@ export function httpRoutes (deps: HttpRoutesDeps): { routes: Route[], sockets: S
   const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, clientAddress: deps.clientAddress }
   const authDeps = { ...routeDeps, accounts: deps.accounts, passwords: deps.passwords, limiter: deps.limiter, registrations: deps.registrations, onLimited: metrics.limitRefused }
   const sessionDeps = { ...routeDeps, chats: deps.chats, owners: deps.owners, creations: deps.creations, onLimited: metrics.limitRefused }
-  const chatDeps = { chat: deps.chat, persistence: deps.persistence, clock: deps.clock, ...deps.chatPath }
+  const chatDeps = { chat: deps.chat, persistence: deps.persistence, clock: deps.clock, streams: deps.streams, ...deps.chatPath }
+  const sse = { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer }
+  const streamDeps = { ...routeDeps, streams: deps.streams, requiresAuth: deps.persistence.requiresAuth, sse }
   const statusDeps = { hooks, sources: deps.view, registry: deps.registry, log }
 
   const routes: Route[] = [
-    { ...ROUTES.chatMessages, handler: chatMessagesHandler({ ...routeDeps, ...chatDeps, sse: { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer } }) },
+    { ...ROUTES.chatMessages, handler: chatMessagesHandler({ ...routeDeps, ...chatDeps, sse }) },
+    { ...ROUTES.cancelChat, handler: cancelChatHandler(streamDeps) },
+    { ...ROUTES.resumeStream, handler: resumeStreamHandler(streamDeps) },
     { ...ROUTES.register, handler: registerHandler(authDeps) },
     { ...ROUTES.login, handler: loginHandler(authDeps) },
     { ...ROUTES.me, handler: meHandler(authDeps) },

@@ -6,6 +6,7 @@
  * checked — for trusted networks.
  */
 import type { ChatStore } from '../db/chat-store.js'
+import type { MessageStatus } from '../db/schema.js'
 import { trimToChars } from './history-budget.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import type { HistoryTrimmer } from './history-trimmer.js'
@@ -21,8 +22,8 @@ export interface ChatPersistence {
   owns: (userId: string, sessionId: string) => boolean | (() => Promise<boolean>)
   /** Stores the user's message; returns the earlier turns, or null if the session is not the user's. */
   begin: (userId: string, sessionId: string, content: string) => Promise<{ history: HistoryTurn[] } | null>
-  /** Stores the reply; returns the id the client gets as message_id. */
-  finish: (sessionId: string, content: string, requestId: string) => Promise<string>
+  /** Stores the reply (or, with a status other than complete, the partial answer); returns the id the client gets as message_id. */
+  finish: (sessionId: string, content: string, requestId: string, status?: MessageStatus) => Promise<string>
 }
 
 export function storedChats (chats: () => ChatStore, owners: SessionOwners, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
@@ -43,7 +44,7 @@ export function storedChats (chats: () => ChatStore, owners: SessionOwners, hist
       const history = trimToChars(begun.history, historyMaxChars)
       return { history: tokens === undefined ? history : await tokens.trim(history) }
     },
-    async finish (sessionId, content) { return (await chats().finishChat(sessionId, content)).id }
+    async finish (sessionId, content, _requestId, status) { return (await chats().finishChat(sessionId, content, status)).id }
   }
 }
 

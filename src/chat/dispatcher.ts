@@ -9,9 +9,10 @@ import { TetherError } from '../errors.js'
 import { redactSecrets } from '../redact.js'
 import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
-import { encodeRequest, parseReply, type HistoryTurn } from '../mqtt/protocol.js'
+import { encodeCancel, encodeRequest, parseReply, type CancelCause, type HistoryTurn } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
-import type { Admission, PendingCallbacks, PendingRegistry } from './pending-registry.js'
+import type { CancelReason } from '../../machines/pending-request.machine.js'
+import type { Admission, PendingCallbacks, PendingRegistry, Settlement } from './pending-registry.js'
 
 const CAP_MESSAGES: Record<Exclude<Admission, 'ok'>, string> = {
   total_cap: 'Too many chats in flight; retry later.',
@@ -26,6 +27,17 @@ export interface ChatInput {
   userId: string
   content: string
   history: HistoryTurn[]
+}
+
+/** The cancel a settlement owes the worker: every end before its answer, except a lost link. */
+export function cancelCause (s: Settlement): CancelCause | null {
+  switch (s.outcome) {
+    case 'cancelled': return s.cancelReason ?? 'client_gone'
+    case 'timedOut': return 'deadline'
+    case 'stalled': return 'stalled'
+    case 'failed': return s.cause === 'shutdown' ? 'shutdown' : null
+    case 'done': return null
+  }
 }
 
 export type ReplyDrop = 'malformed' | 'too_large' | 'unknown' | 'duplicate'
@@ -59,7 +71,11 @@ export interface Dispatcher {
   holdUser: (userId: string) => () => void
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
-  cancel: (requestId: string) => void
+  cancel: (requestId: string, reason?: CancelReason) => void
+  /** The client's connection went; the chat waits for a resume (registry.detach). */
+  detach: (requestId: string) => boolean
+  /** The client resumed in time (registry.attach). */
+  attach: (requestId: string) => boolean
   /** New chats get 503 shutting_down from now on. */
   refuseNew: () => void
 }
@@ -163,11 +179,23 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       if (!link.publish(topics.chatRequest, payload, 1)) {
         throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
       }
-      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
+      registry.open(requestId, input.sessionId, options.chatTimeoutMs, {
+        ...callbacks,
+        onSettle: (settlement) => {
+          const reason = cancelCause(settlement)
+          // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel
+          // lost with the link would leave a GPU busy; failing links fail chats with
+          // link_down, which sends none (it could not be published).
+          if (reason !== null) link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: requestId, reason }), 1)
+          callbacks.onSettle(settlement)
+        }
+      }, input.userId)
       if (wasIdle) link.wake()
       return requestId
     },
-    cancel (requestId) { registry.cancel(requestId) },
+    cancel (requestId, reason) { registry.cancel(requestId, reason) },
+    detach: (requestId) => registry.detach(requestId),
+    attach: (requestId) => registry.attach(requestId),
     refuseNew () { refusing = true }
   }
 }

@@ -6,9 +6,11 @@
 import { createActor, fromCallback, type Actor, type AnyActorRef } from 'xstate'
 import {
   pendingRequestMachine,
+  type CancelReason,
   type FailureCause,
   type PendingContext,
-  type PendingOutcome
+  type PendingOutcome,
+  type StallPhase
 } from '../../machines/pending-request.machine.js'
 import type { Clock } from '../clock.js'
 import type { ReplyEnvelope } from '../mqtt/protocol.js'
@@ -19,14 +21,21 @@ export interface Settlement {
   sessionId: string
   outcome: PendingOutcome
   cause: FailureCause | null
+  /** cancelled: whether the client pressed Stop or went away. */
+  cancelReason: CancelReason | null
   /** done: the full reply; failed by the worker: its error message. */
   text: string | null
+  /** The chunks relayed before the end, joined: what the client saw of an unfinished answer. */
+  partial: string
+  /** How many chunks were relayed (the last `seq` the client saw). */
+  chunks: number
   startedAt: number
   settledAt: number
 }
 
 export interface PendingCallbacks {
-  onChunk?: (delta: string) => void
+  /** A chunk, numbered 1, 2, 3 ... in the order relayed (the contract's `seq`). */
+  onChunk?: (delta: string, seq: number) => void
   onSettle: (settlement: Settlement) => void
 }
 
@@ -43,6 +52,12 @@ export interface PendingRegistryOptions {
   onSettled?: (settlement: Settlement) => void
   /** How many settled ids to remember for telling duplicates from unknown replies. */
   recentCapacity?: number
+  /** Bound on the wait for the first chunk or `done` (CHAT_FIRST_CHUNK_TIMEOUT_MS); 0 or absent: none. */
+  firstChunkTimeoutMs?: number
+  /** Bound on the silence between chunks once a stream has begun (CHAT_IDLE_TIMEOUT_MS); 0 or absent: none. */
+  idleTimeoutMs?: number
+  /** How long a detached stream waits for its client to come back (STREAM_RESUME_GRACE_MS). */
+  resumeGraceMs?: number
   /**
    * A caller's callback threw (a write to a socket that closed under it, say). The registry
    * catches it so that the request still leaves through its settlement; this reports it.
@@ -70,7 +85,12 @@ export interface PendingRegistry {
   holdUser: (userId: string) => 'total_cap' | 'user_cap' | (() => void)
   open: (requestId: string, sessionId: string, timeoutMs: number, callbacks: PendingCallbacks, userId?: string) => void
   deliver: (reply: ReplyEnvelope) => Delivery
-  cancel: (requestId: string) => boolean
+  /** Ends a chat for its client: `client_cancelled` (Stop) or `client_gone` (the default). */
+  cancel: (requestId: string, reason?: CancelReason) => boolean
+  /** The client's connection went: the chat waits STREAM_RESUME_GRACE_MS for it to come back. */
+  detach: (requestId: string) => boolean
+  /** The client came back (a resume) within the grace. */
+  attach: (requestId: string) => boolean
   failAll: (cause: 'link_down' | 'shutdown') => number
   readonly size: number
   countForSession: (sessionId: string) => number
@@ -91,6 +111,15 @@ interface Entry {
   userId: string
   startedAt: number
   callbacks: PendingCallbacks
+  /** The highest `seq` the worker sent; a chunk at or below it is a redelivery. */
+  workerSeq: number
+  /** Chunks relayed so far, and their text (kept for the partial answer). */
+  relayed: number
+  parts: string[]
+  /** When the stall bound runs out (epoch ms), 0 when none is armed; its one lazy timer. */
+  stallDue: number
+  stallTimer: unknown
+  grace: unknown
 }
 
 /** A count per key that forgets keys at zero, so idle sessions and users cost nothing. */
@@ -163,11 +192,35 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
     }
   }
 
+  const firstChunkMs = options.firstChunkTimeoutMs ?? 0
+  const idleMs = options.idleTimeoutMs ?? 0
+
+  /**
+   * One timer per request for both stall bounds, moved lazily: a chunk only moves the due
+   * time, and the timer, when it runs, either stalls the request or waits out the rest. A
+   * setTimeout per chunk would cost more than the chunk.
+   */
+  function armStall (entry: Entry, phase: StallPhase): void {
+    const ms = phase === 'first' ? firstChunkMs : idleMs
+    if (ms <= 0) { entry.stallDue = 0; return }
+    entry.stallDue = clock.now() + ms
+    if (entry.stallTimer === null) entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, ms)
+  }
+  function checkStall (entry: Entry): void {
+    entry.stallTimer = null
+    if (entry.stallDue === 0) return
+    const left = entry.stallDue - clock.now()
+    if (left <= 0) entry.actor.send({ type: 'STALL' })
+    else entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, left)
+  }
+
   function release (context: PendingContext, outcome: PendingOutcome): void {
     const entry = entries.get(context.requestId)
     if (entry === undefined) return
     entries.delete(context.requestId)
     clock.clearTimeout(entry.deadline)
+    if (entry.stallTimer !== null) clock.clearTimeout(entry.stallTimer)
+    if (entry.grace !== null) clock.clearTimeout(entry.grace)
     perSession.remove(entry.sessionId)
     perUser.remove(entry.userId)
     recent.add(context.requestId)
@@ -176,7 +229,10 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       sessionId: entry.sessionId,
       outcome,
       cause: context.cause,
+      cancelReason: context.cancelReason,
       text: context.text,
+      partial: entry.parts.join(''),
+      chunks: entry.relayed,
       startedAt: entry.startedAt,
       settledAt: clock.now()
     }
@@ -193,8 +249,27 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
     actions: {
       relayChunk: ({ context, event }) => {
         if (event.type !== 'CHUNK') return
-        const onChunk = entries.get(context.requestId)?.callbacks.onChunk
-        if (onChunk !== undefined) guard('onChunk', () => { onChunk(event.delta) })
+        const entry = entries.get(context.requestId)
+        if (entry === undefined) return
+        const seq = ++entry.relayed
+        entry.parts.push(event.delta)
+        const onChunk = entry.callbacks.onChunk
+        if (onChunk !== undefined) guard('onChunk', () => { onChunk(event.delta, seq) })
+      },
+      armStallTimer: ({ context }, { phase }) => {
+        const entry = entries.get(context.requestId)
+        if (entry !== undefined) armStall(entry, phase)
+      },
+      armGraceTimer: ({ context }) => {
+        const entry = entries.get(context.requestId)
+        if (entry === undefined || entry.grace !== null) return
+        entry.grace = clock.setTimeout(() => { entry.grace = null; entry.actor.send({ type: 'GRACE_OVER' }) }, options.resumeGraceMs ?? 0)
+      },
+      disarmGraceTimer: ({ context }) => {
+        const entry = entries.get(context.requestId)
+        if (entry === undefined || entry.grace === null) return
+        clock.clearTimeout(entry.grace)
+        entry.grace = null
       },
       settle: ({ context }, { outcome }) => { release(context, outcome) }
     }
@@ -217,7 +292,7 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       if (entries.has(requestId)) throw new Error(`request ${requestId} is already in flight`)
       const actor = createActor(machine, { parent: parent(), input: { requestId } })
       const deadline = clock.setTimeout(() => { actor.send({ type: 'DEADLINE' }) }, timeoutMs)
-      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks })
+      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks, workerSeq: 0, relayed: 0, parts: [], stallDue: 0, stallTimer: null, grace: null })
       perSession.add(sessionId)
       perUser.add(userId)
       actor.start()
@@ -226,16 +301,35 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       const entry = entries.get(reply.request_id)
       if (entry === undefined) return recent.has(reply.request_id) ? 'duplicate' : 'unknown'
       switch (reply.type) {
-        case 'chunk': entry.actor.send({ type: 'CHUNK', delta: reply.delta }); break
+        case 'chunk':
+          // A QoS 1 redelivery (or a worker repeating itself): the client has this one already.
+          if (reply.seq !== undefined) {
+            if (reply.seq <= entry.workerSeq) return 'duplicate'
+            entry.workerSeq = reply.seq
+          }
+          entry.actor.send({ type: 'CHUNK', delta: reply.delta })
+          break
         case 'done': entry.actor.send({ type: 'DONE', content: reply.content }); break
         case 'error': entry.actor.send({ type: 'ERROR', error: reply.error }); break
       }
       return 'delivered'
     },
-    cancel (requestId) {
+    cancel (requestId, reason = 'client_gone') {
       const entry = entries.get(requestId)
       if (entry === undefined) return false
-      entry.actor.send({ type: 'ABORT' })
+      entry.actor.send({ type: reason === 'client_cancelled' ? 'CANCEL' : 'ABORT' })
+      return true
+    },
+    detach (requestId) {
+      const entry = entries.get(requestId)
+      if (entry === undefined) return false
+      entry.actor.send({ type: 'DETACH' })
+      return true
+    },
+    attach (requestId) {
+      const entry = entries.get(requestId)
+      if (entry === undefined) return false
+      entry.actor.send({ type: 'ATTACH' })
       return true
     },
     failAll (cause) {

@@ -5,6 +5,7 @@
  * state to the contract's answer. The transport only says how to deliver chunks, the reply
  * and failures.
  */
+import type { MessageStatus } from '../db/schema.js'
 import { TetherError } from '../errors.js'
 import type { ChatPersistence } from './chat-persistence.js'
 import type { Dispatcher } from './dispatcher.js'
@@ -12,12 +13,17 @@ import type { ContentScreen } from './content-screen.js'
 import type { Settlement } from './pending-registry.js'
 
 export interface ChatSink {
-  chunk?: (delta: string) => void
+  /** A chunk and its `seq` (1, 2, 3 ...). */
+  chunk?: (delta: string, seq: number) => void
   done: (reply: { messageId: string, content: string, latencyMs: number }) => void
   /** A TetherError, or anything thrown by the database or a pool thread (see describeFailure). */
   fail: (err: unknown) => void
   /** True once the client has gone: nothing is published or delivered for it any more. */
   gone: () => boolean
+  /** The chat ended with nobody to answer (its client left and did not come back). */
+  abandoned?: () => void
+  /** The chat was published: from now on it can be detached, resumed and cancelled by id. */
+  submitted?: () => void
 }
 
 export interface ChatTurn {
@@ -34,30 +40,55 @@ export interface RunChatDeps {
   retryAfterS: () => number
   /** CONTENT_FILTERS: checked before anything is stored or published; absent when none are set. */
   screen?: ContentScreen
+  /** Storing a partial answer failed (logged by the caller; the client's answer is unaffected). */
+  onPartialLost?: (err: unknown, requestId: string) => void
+}
+
+/** How an answer that ended before its worker's `done` is stored (contract v1.1 statuses). */
+function partialStatus (s: Settlement): MessageStatus {
+  switch (s.outcome) {
+    case 'cancelled': return 'cancelled'
+    case 'stalled': return 'stalled'
+    case 'timedOut': return 'timed_out'
+    default: return s.cause === 'worker_error' ? 'failed' : 'interrupted'
+  }
+}
+
+/** The contract's answer to a chat that ended without its worker's `done`; null: nobody to answer. */
+function failureOf (deps: RunChatDeps, s: Settlement): TetherError | null {
+  switch (s.outcome) {
+    case 'timedOut': return new TetherError('llm_timeout')
+    case 'stalled': return new TetherError('llm_stalled')
+    // Stop pressed: the client is still there and hears it; a client that left hears nothing.
+    case 'cancelled': return s.cancelReason === 'client_cancelled' ? new TetherError('cancelled') : null
+    default:
+      // The worker's own text stays in the logs (dispatcher.ts): a model server's error may
+      // name internal hosts or quote part of an API key.
+      if (s.cause === 'worker_error') return new TetherError('llm_error')
+      if (s.cause === 'shutdown') return new TetherError('shutting_down')
+      return new TetherError('llm_unavailable', 'The link to the model broker was lost.', deps.retryAfterS())
+  }
 }
 
 function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlement): void {
-  switch (s.outcome) {
-    case 'done': {
-      const content = s.text ?? ''
-      deps.persistence.finish(turn.sessionId, content, s.requestId).then(
-        (messageId) => { sink.done({ messageId, content, latencyMs: s.settledAt - s.startedAt }) },
-        sink.fail
-      )
-      return
-    }
-    case 'timedOut':
-      sink.fail(new TetherError('llm_timeout'))
-      return
-    case 'cancelled':
-      return // the client is gone; nothing to answer
-    case 'failed':
-      // The worker's own text stays in the logs (dispatcher.ts): a model server's error may
-      // name internal hosts or quote part of an API key.
-      if (s.cause === 'worker_error') sink.fail(new TetherError('llm_error'))
-      else if (s.cause === 'shutdown') sink.fail(new TetherError('shutting_down'))
-      else sink.fail(new TetherError('llm_unavailable', 'The link to the model broker was lost.', deps.retryAfterS()))
+  if (s.outcome === 'done') {
+    const content = s.text ?? ''
+    deps.persistence.finish(turn.sessionId, content, s.requestId).then(
+      (messageId) => { sink.done({ messageId, content, latencyMs: s.settledAt - s.startedAt }) },
+      sink.fail
+    )
+    return
   }
+  // What the user saw of an unfinished answer is kept, with how it ended. The answer does not
+  // wait for it: the failure is the answer, and a store that fails is only logged.
+  if (s.partial !== '') {
+    deps.persistence.finish(turn.sessionId, s.partial, s.requestId, partialStatus(s)).catch((err: unknown) => {
+      deps.onPartialLost?.(err, s.requestId)
+    })
+  }
+  const failure = failureOf(deps, s)
+  if (failure !== null) sink.fail(failure)
+  else sink.abandoned?.()
 }
 
 /** Starts the chat; the returned function cancels it (the client went away). */
@@ -100,6 +131,7 @@ export function runChat (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink): () 
       },
       held
     )
+    sink.submitted?.()
   }
   run().catch((err: unknown) => {
     release?.()

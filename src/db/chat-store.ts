@@ -6,14 +6,14 @@
  */
 import { sql, type Kysely } from 'kysely'
 import type { HistoryTurn } from '../mqtt/protocol.js'
-import type { Database } from './schema.js'
+import type { Database, MessageStatus } from './schema.js'
 
 /** Session and message ids are UUIDs; anything else cannot exist and is not sent to the database. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export function isUuid (value: string): boolean { return UUID.test(value) }
 
 export interface SessionRow { id: string, title: string, created_at: Date }
-export interface MessageRow { id: string, role: 'user' | 'assistant', content: string, created_at: Date }
+export interface MessageRow { id: string, role: 'user' | 'assistant', content: string, status: MessageStatus, created_at: Date }
 
 export function createChatStore (db: Kysely<Database>) {
   return {
@@ -38,7 +38,7 @@ export function createChatStore (db: Kysely<Database>) {
         .where('id', '=', sessionId).where('user_id', '=', userId).executeTakeFirst()
       if (owned === undefined) return null
       // The newest `limit`, returned oldest first.
-      const newest = await db.selectFrom('chat_messages').select(['id', 'role', 'content', 'created_at', 'seq'])
+      const newest = await db.selectFrom('chat_messages').select(['id', 'role', 'content', 'status', 'created_at', 'seq'])
         .where('session_id', '=', sessionId).orderBy('seq', 'desc').limit(limit).execute()
       return newest.reverse().map(({ seq: _seq, ...row }) => row)
     },
@@ -69,8 +69,9 @@ export function createChatStore (db: Kysely<Database>) {
       if (row === undefined || row.inserted === null) return null
       return { history: row.history ?? [] }
     },
-    async finishChat (sessionId: string, content: string): Promise<{ id: string, created_at: Date }> {
-      return await db.insertInto('chat_messages').values({ session_id: sessionId, role: 'assistant', content })
+    /** Stores the assistant's turn: the answer, or (status other than complete) what arrived of it. */
+    async finishChat (sessionId: string, content: string, status: MessageStatus = 'complete'): Promise<{ id: string, created_at: Date }> {
+      return await db.insertInto('chat_messages').values({ session_id: sessionId, role: 'assistant', content, status })
         .returning(['id', 'created_at']).executeTakeFirstOrThrow()
     }
   }

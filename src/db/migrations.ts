@@ -42,6 +42,19 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('chat_sessions').execute()
       await db.schema.dropTable('users').execute()
     }
+  },
+  // Partial answers (contract v1.1): an assistant turn keeps the text the user saw and says how
+  // it ended. A constant default adds the column without rewriting the table (PostgreSQL 11+).
+  '0002_message_status': {
+    async up (db: Kysely<any>) {
+      await db.schema.alterTable('chat_messages')
+        .addColumn('status', 'text', (c) => c.notNull().defaultTo('complete')
+          .check(sql`status IN ('complete', 'cancelled', 'stalled', 'timed_out', 'failed', 'interrupted')`))
+        .execute()
+    },
+    async down (db: Kysely<any>) {
+      await db.schema.alterTable('chat_messages').dropColumn('status').execute()
+    }
   }
 }
 

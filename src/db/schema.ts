@@ -24,8 +24,14 @@ export interface ChatMessagesTable {
   session_id: string
   role: 'user' | 'assistant'
   content: string
+  /** How the turn ended: an assistant turn may be a partial answer (contract v1.1). */
+  status: ColumnType<MessageStatus, MessageStatus | undefined, never>
   created_at: CreatedAt
 }
+
+/** `complete` for every user turn and finished answer; the rest name how an answer ended early. */
+export type MessageStatus = 'complete' | 'cancelled' | 'stalled' | 'timed_out' | 'failed' | 'interrupted'
+export const MESSAGE_STATUSES: readonly MessageStatus[] = ['complete', 'cancelled', 'stalled', 'timed_out', 'failed', 'interrupted']
 
 export interface Database {
   users: UsersTable

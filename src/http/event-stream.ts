@@ -8,7 +8,8 @@ import type { Exchange, ExchangeHooks } from './exchange.js'
 
 export interface EventStream {
   readonly started: boolean
-  event: (name: string, data: unknown) => void
+  /** `id`: the event's `id:` line (a chunk's seq), which a reconnecting client sends back as Last-Event-ID. */
+  event: (name: string, data: unknown, id?: number) => void
   /** Ends the response; `status` is what the metrics count (the wire already said 200). */
   end: (status: number) => void
 }
@@ -52,7 +53,7 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: Ev
   }
   return {
     get started () { return started },
-    event (name, data) {
+    event (name, data, id) {
       if (ex.aborted || ended) return
       // Judged before this event is added: a reader already this far behind is not reading. A
       // single event larger than the bound (a long answer's `done`) still goes out.
@@ -76,7 +77,7 @@ export function openEventStream (hooks: ExchangeHooks, ex: Exchange, limits?: Ev
           if (ex.clientCloses || hooks.closing()) ex.res.writeHeader('connection', 'close')
           for (const [k, v] of hooks.corsHeaders(ex.origin)) ex.res.writeHeader(k, v)
         }
-        const text = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`
+        const text = `${id === undefined ? '' : `id: ${id}\n`}event: ${name}\ndata: ${JSON.stringify(data)}\n\n`
         wrote(ex.res.write(text), Buffer.byteLength(text))
       })
     },

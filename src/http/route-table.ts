@@ -27,6 +27,8 @@ export const ROUTES = Object.freeze({
   listSessions: route('get', '/api/chatbot/sessions'),
   sessionMessages: route('get', '/api/chatbot/sessions/:id/messages'),
   chatMessages: route('post', '/api/chatbot/messages'),
+  cancelChat: route('post', '/api/chatbot/messages/:request_id/cancel'),
+  resumeStream: route('get', '/api/chatbot/streams/:request_id'),
   chatSocket: route('ws', '/api/chatbot/ws'),
   hintsSocket: route('ws', '/api/mqtt/ws/hints/:session_id'),
   health: route('get', '/api/health', true),

@@ -63,8 +63,9 @@ function isTurn (value: unknown): value is HistoryTurn {
   return (turn.role === 'user' || turn.role === 'assistant') && typeof turn.content === 'string'
 }
 
-export function chunkReply (requestId: string, delta: string): ReplyEnvelope {
-  return { v: PROTOCOL_VERSION, request_id: requestId, type: 'chunk', delta }
+/** `seq` (contract v1.1): 1, 2, 3 ... per request, so the gateway can drop a redelivered chunk. */
+export function chunkReply (requestId: string, delta: string, seq: number): ReplyEnvelope {
+  return { v: PROTOCOL_VERSION, request_id: requestId, type: 'chunk', delta, seq }
 }
 
 export function doneReply (requestId: string, content: string): ReplyEnvelope {

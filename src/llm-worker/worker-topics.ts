@@ -10,6 +10,8 @@ export interface WorkerTopics {
   readonly replyPrefix: string
   /** The link's own liveness probe topic. */
   readonly probe: string
+  /** Cancels from the gateways; every worker subscribes, never as a shared group. */
+  readonly cancel: string
 }
 
 export function createWorkerTopics (prefix: string, workerId: string, sharedGroup: string | undefined): WorkerTopics {
@@ -19,6 +21,7 @@ export function createWorkerTopics (prefix: string, workerId: string, sharedGrou
     requests: topics.chatRequest,
     subscription: sharedGroup === undefined ? topics.chatRequest : `$share/${sharedGroup}/${topics.chatRequest}`,
     replyPrefix: topics.replyTo.slice(0, topics.replyTo.length - workerId.length),
-    probe: topics.probe
+    probe: topics.probe,
+    cancel: topics.chatCancel
   }
 }

@@ -5,11 +5,13 @@
  *
  * A request ends in exactly one of: `done`; `error` (upstream failure, overload, shutdown);
  * or silence, when nobody is listening any more: its deadline passed (the gateway has already
- * answered 504) or the link went down (the reply topic belongs to a clean session).
+ * answered 504), the gateway cancelled it (`llm/chat/cancel`: Stop pressed, client gone, a
+ * stall), or the link went down (the reply topic belongs to a clean session). In each silent
+ * case the upstream call is aborted, so the model server stops generating too.
  */
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
-import type { ChatRequestEnvelope, ReplyEnvelope } from '../mqtt/protocol.js'
+import { parseCancel, type ChatRequestEnvelope, type ReplyEnvelope } from '../mqtt/protocol.js'
 import { createSlots } from './concurrency.js'
 import { UpstreamError, type Upstream } from './openai-stream.js'
 import { createReplyPublisher, type WorkerLink } from './reply-publisher.js'
@@ -46,6 +48,8 @@ export interface WorkerStats {
   linkLost: number
   /** Aborted by shutdown after the grace period. */
   shutDown: number
+  /** Stopped by a cancel from the gateway (before or during the upstream call). */
+  cancelled: number
   active: number
   waiting: number
 }
@@ -62,7 +66,7 @@ export interface LlmWorker {
   stats: () => WorkerStats
 }
 
-type StopReason = 'deadline' | 'link-down' | 'shutdown'
+type StopReason = 'deadline' | 'link-down' | 'shutdown' | 'cancelled'
 
 interface Job {
   readonly request: ChatRequestEnvelope
@@ -70,6 +74,8 @@ interface Job {
   timer: unknown
   running: boolean
   stopReason: StopReason | null
+  /** Chunks sent so far: the next one's seq is this plus one. */
+  seq: number
 }
 
 type Counter = Exclude<keyof WorkerStats, 'active' | 'waiting'>
@@ -90,8 +96,10 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   })
   const jobs = new Set<Job>()
   const counts: Record<Counter, number> = {
-    received: 0, completed: 0, failed: 0, expired: 0, timedOut: 0, overloaded: 0, malformed: 0, linkLost: 0, shutDown: 0
+    received: 0, completed: 0, failed: 0, expired: 0, timedOut: 0, overloaded: 0, malformed: 0, linkLost: 0, shutDown: 0, cancelled: 0
   }
+  // The same jobs by request id, for cancels.
+  const byId = new Map<string, Job>()
   let started = false
   let stopping: Promise<void> | null = null
   let idleWaiters: Array<() => void> = []
@@ -105,6 +113,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   function finish (job: Job): void {
     clock.clearTimeout(job.timer)
     jobs.delete(job)
+    if (byId.get(job.request.request_id) === job) byId.delete(job.request.request_id)
     if (jobs.size === 0) {
       const waiters = idleWaiters
       idleWaiters = []
@@ -126,6 +135,9 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     } else if (reason === 'shutdown') {
       counts.shutDown++
       replies.publish(job.request.reply_to, errorReply(requestId, SHUTTING_DOWN))
+    } else if (reason === 'cancelled') {
+      counts.cancelled++
+      log.info({ request_id: requestId }, 'request cancelled by the gateway while waiting for a slot')
     } else {
       counts.linkLost++
     }
@@ -145,7 +157,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
         if (signal.aborted) break
         if (delta === '') continue
         text += delta
-        if (!send(job, chunkReply(request.request_id, delta))) break
+        if (!send(job, chunkReply(request.request_id, delta, ++job.seq))) break
       }
     } catch (err) {
       if (!signal.aborted) {
@@ -180,6 +192,10 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
         counts.shutDown++
         replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
         break
+      case 'cancelled':
+        counts.cancelled++
+        log.info({ request_id: request.request_id, ms, chunks: job.seq }, 'cancelled by the gateway mid-call: upstream aborted, nothing more sent')
+        break
     }
     finish(job)
   }
@@ -208,8 +224,9 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       log.info({ request_id: request.request_id, late_ms: -left }, 'request dropped: deadline already passed')
       return
     }
-    const job: Job = { request, controller: new AbortController(), timer: null, running: false, stopReason: null }
+    const job: Job = { request, controller: new AbortController(), timer: null, running: false, stopReason: null, seq: 0 }
     jobs.add(job)
+    byId.set(request.request_id, job)
     job.timer = clock.setTimeout(() => { halt(job, 'deadline') }, left)
     if (slots.offer(job) === 'full') {
       counts.overloaded++
@@ -217,6 +234,16 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       replies.publish(request.reply_to, errorReply(request.request_id, OVERLOADED))
       finish(job)
     }
+  }
+
+  function onCancel (payload: Buffer): void {
+    const cancel = parseCancel(payload)
+    if (cancel === null) return
+    // Every worker hears every cancel (the topic is never shared): most are for other workers.
+    const job = byId.get(cancel.request_id)
+    if (job === undefined) return
+    log.debug({ request_id: cancel.request_id, reason: cancel.reason }, 'cancel received')
+    halt(job, 'cancelled')
   }
 
   function onDown (): void {
@@ -235,6 +262,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       started = true
       link.events.on('down', onDown)
       link.subscribe(topics.subscription, 1, onRequest, { deliverAs: topics.requests })
+      link.subscribe(topics.cancel, 1, onCancel)
     },
     stop (graceMs) {
       stopping ??= (async () => {
@@ -252,6 +280,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
           await idle()
         }
         link.events.off('down', onDown)
+        if (started) link.unsubscribe(topics.cancel)
         replies.close()
       })()
       return stopping

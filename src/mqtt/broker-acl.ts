@@ -2,7 +2,7 @@
  * Who may do what on the broker, as data: the embedded broker enforces it (embedded-broker.ts)
  * and deploy/mosquitto/acl is this table written in Mosquitto's syntax (a test keeps the two in
  * step). Two accounts: the gateway, and LLM workers (the demo responder is one). A worker may
- * read requests and state frames and write replies and hints, but never read another
+ * read requests, cancels and state frames and write replies and hints, but never read another
  * gateway's replies or the hints sent to users; the gateway reads only its own reply topic.
  * `%c` is the connecting client's id (Mosquitto's pattern substitution).
  */
@@ -18,6 +18,7 @@ export interface AclRule {
 export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Object.freeze({
   gateway: Object.freeze<AclRule[]>([
     { access: 'write', topic: 'chat/request' },
+    { access: 'write', topic: 'chat/cancel' },
     { access: 'read', topic: 'chat/reply/%c' },
     { access: 'read', topic: 'hints/+' },
     { access: 'write', topic: 'state/+' },
@@ -25,6 +26,7 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
   ]),
   worker: Object.freeze<AclRule[]>([
     { access: 'read', topic: 'chat/request' },
+    { access: 'read', topic: 'chat/cancel' },
     { access: 'write', topic: 'chat/reply/+' },
     { access: 'write', topic: 'hints/+' },
     { access: 'read', topic: 'state/+' },

@@ -65,9 +65,11 @@ export function startDemoResponder (options: DemoResponderOptions): DemoResponde
     const request = json.value as { v?: unknown, request_id?: unknown, content?: unknown, reply_to?: unknown }
     if (request.v !== 1 || !isValidId(request.request_id) || typeof request.reply_to !== 'string' || typeof request.content !== 'string') return
     const { chunks, full } = demoReply(request.content)
-    for (const delta of chunks) {
-      client.publish(request.reply_to, JSON.stringify({ v: 1, request_id: request.request_id, type: 'chunk', delta }), { qos: 1 })
-    }
+    const replyTo = request.reply_to
+    // seq (contract v1.1) lets the gateway drop a chunk the broker delivers twice.
+    chunks.forEach((delta, i) => {
+      client.publish(replyTo, JSON.stringify({ v: 1, request_id: request.request_id, type: 'chunk', delta, seq: i + 1 }), { qos: 1 })
+    })
     client.publish(request.reply_to, JSON.stringify({ v: 1, request_id: request.request_id, type: 'done', content: full }), { qos: 1 })
   })
 

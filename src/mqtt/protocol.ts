@@ -25,7 +25,8 @@ export interface ChatRequestEnvelope {
 }
 
 export type ReplyEnvelope =
-  | { v: 1, request_id: string, type: 'chunk', delta: string }
+  /** `seq` (v1.1): 1, 2, 3 ... per request; absent from v1 workers. */
+  | { v: 1, request_id: string, type: 'chunk', delta: string, seq?: number }
   | { v: 1, request_id: string, type: 'done', content: string }
   | { v: 1, request_id: string, type: 'error', error: string }
 
@@ -37,6 +38,28 @@ export function encodeRequest (request: ChatRequestEnvelope): string {
   return JSON.stringify(request)
 }
 
+/** Why the gateway stopped waiting for a request (contract v1.1: cancel reaches the worker). */
+export type CancelCause = 'client_cancelled' | 'client_gone' | 'deadline' | 'stalled' | 'shutdown'
+
+export interface CancelEnvelope {
+  v: 1
+  request_id: string
+  reason: CancelCause
+}
+
+export function encodeCancel (cancel: CancelEnvelope): string {
+  return JSON.stringify(cancel)
+}
+
+/** A cancel as a worker reads it; null when the payload is not one. */
+export function parseCancel (payload: Buffer | string): CancelEnvelope | null {
+  const json = parsePeerJson(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  if (!json.ok || typeof json.value !== 'object' || json.value === null) return null
+  const c = json.value as Record<string, unknown>
+  if (c.v !== PROTOCOL_VERSION || !isValidId(c.request_id) || typeof c.reason !== 'string') return null
+  return { v: 1, request_id: c.request_id, reason: c.reason as CancelCause }
+}
+
 export function parseReply (payload: Buffer | string): ParsedReply {
   const json = parsePeerJson(typeof payload === 'string' ? payload : payload.toString('utf8'))
   if (!json.ok) return { ok: false, reason: 'malformed' }
@@ -46,8 +69,12 @@ export function parseReply (payload: Buffer | string): ParsedReply {
   if (r.v !== PROTOCOL_VERSION || !isValidId(r.request_id)) return { ok: false, reason: 'malformed' }
   const id = r.request_id
   switch (r.type) {
-    case 'chunk':
-      return typeof r.delta === 'string' ? { ok: true, reply: { v: 1, request_id: id, type: 'chunk', delta: storable(r.delta) } } : { ok: false, reason: 'malformed' }
+    case 'chunk': {
+      if (typeof r.delta !== 'string') return { ok: false, reason: 'malformed' }
+      if (r.seq === undefined) return { ok: true, reply: { v: 1, request_id: id, type: 'chunk', delta: storable(r.delta) } }
+      if (!Number.isSafeInteger(r.seq) || (r.seq as number) < 1) return { ok: false, reason: 'malformed' }
+      return { ok: true, reply: { v: 1, request_id: id, type: 'chunk', delta: storable(r.delta), seq: r.seq as number } }
+    }
     case 'done':
       return typeof r.content === 'string' ? { ok: true, reply: { v: 1, request_id: id, type: 'done', content: storable(r.content) } } : { ok: false, reason: 'malformed' }
     case 'error':

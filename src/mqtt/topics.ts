@@ -1,6 +1,8 @@
 /** Every topic Tether uses, built in one place from the prefix (contract: MQTT topics). */
 export interface Topics {
   readonly chatRequest: string
+  /** Cancels for requests the gateway stopped waiting for; every worker subscribes (never shared). */
+  readonly chatCancel: string
   readonly replyTo: string
   readonly probe: string
   hints: (sessionId: string) => string
@@ -11,6 +13,7 @@ export interface Topics {
 export function createTopics (prefix: string, instanceId: string): Topics {
   return {
     chatRequest: `${prefix}/chat/request`,
+    chatCancel: `${prefix}/chat/cancel`,
     replyTo: `${prefix}/chat/reply/${instanceId}`,
     // The gateway publishes here and expects its own message back: proof that the broker
     // still routes for this connection, which a TCP keepalive alone cannot give.

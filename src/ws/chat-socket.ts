@@ -1,13 +1,17 @@
 /**
  * `/api/chatbot/ws`: chats over one socket, answered as they stream. Client
- * `{"type":"chat","id","session_id","content"}`; server `{"type":"chunk","id","delta"}`… then
- * `{"type":"done","id","message_id","content"}` or `{"type":"error","id","error","message"}`.
- * Same caps, deadlines and persistence as HTTP (src/chat/run-chat.ts); closing the socket
- * cancels its chats.
+ * `{"type":"chat","id","session_id","content"}`; server `{"type":"start","id","request_id"}`,
+ * `{"type":"chunk","id","request_id","seq","delta"}`… then `{"type":"done","id","message_id",
+ * "content"}` or `{"type":"error","id","error","message"}`. A client whose socket dropped sends
+ * `{"type":"resume","id","request_id","after_seq"}` on a new one and gets the rest; `{"type":
+ * "cancel","request_id"}` is the Stop button. Same caps, deadlines and persistence as HTTP
+ * (src/chat/run-chat.ts); a closed socket's chats wait STREAM_RESUME_GRACE_MS for a resume.
  */
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import { runChat, type RunChatDeps } from '../chat/run-chat.js'
-import { describeFailure, failureFields } from '../failure.js'
+import type { Stream, StreamListener, StreamStore } from '../chat/stream-store.js'
+import { ERRORS, type ErrorCode } from '../errors.js'
+import { failureFields } from '../failure.js'
 import { idRule, isValidId, newRequestId } from '../ids.js'
 import { checkText } from '../http/validate.js'
 import { parseFrame, type FrameReason } from './frames.js'
@@ -16,15 +20,19 @@ import { socketLimits, type SocketData } from './socket-registry.js'
 import { upgradeHandler } from './upgrade.js'
 import { ROUTES } from '../http/route-table.js'
 
+/** A chat this socket follows: its stream and the listener that writes its frames here. */
+interface Followed { stream: Stream, listener: StreamListener }
+
 export interface ChatSocketData extends SocketData {
   endpoint: 'chat'
-  /** In-flight chats by the client's id, with their cancel functions. */
-  chats: Map<string, () => void>
+  /** Chats followed on this socket, by the client's id. */
+  chats: Map<string, Followed>
   strikes: number
 }
 
-export interface ChatSocketDeps extends RunChatDeps, EndpointDeps {}
-
+export interface ChatSocketDeps extends RunChatDeps, EndpointDeps {
+  streams: StreamStore
+}
 
 /** Frames are sent from MQTT and database callbacks, outside uWS's own: corked, as uWS requires there. */
 function send (ws: WebSocket<ChatSocketData>, frame: unknown): void {
@@ -33,10 +41,61 @@ function send (ws: WebSocket<ChatSocketData>, frame: unknown): void {
   ws.cork(() => { ws.send(text) })
 }
 
+/** Whose streams this socket may resume and cancel: its user's; in relay mode anyone's it can name. */
+function ownerOf (data: ChatSocketData): string | null {
+  return data.userId === '' ? null : data.userId
+}
+
 export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketData> {
   function reject (ws: WebSocket<ChatSocketData>, reason: FrameReason, message: string, id?: string): void {
     if (strike(ws, deps, reason)) return
     send(ws, { type: 'error', ...(id !== undefined ? { id } : {}), error: 'invalid_request', message })
+  }
+
+  /** A well-formed frame naming a stream that cannot be had: a clear error, and a strike (a flood of them closes the socket). */
+  function refuse (ws: WebSocket<ChatSocketData>, code: ErrorCode, ids: { id?: string, request_id?: string }, message: string = ERRORS[code].message): void {
+    if (strike(ws, deps, 'invalid')) return
+    send(ws, { type: 'error', ...ids, error: code, message })
+  }
+
+  /** Writes one followed chat's frames to this socket, and forgets it when it ends. */
+  function listenerFor (ws: WebSocket<ChatSocketData>, id: string, requestId: string): StreamListener {
+    const listener: StreamListener = {
+      chunk: (delta, seq) => { send(ws, { type: 'chunk', id, request_id: requestId, seq, delta }) },
+      end: (end) => {
+        const data = ws.getUserData()
+        if (data.chats.get(id)?.listener === listener) data.chats.delete(id)
+        if (end.type === 'done') send(ws, { type: 'done', id, request_id: requestId, message_id: end.messageId, content: end.content })
+        else send(ws, { type: 'error', id, request_id: requestId, ...failureFields(end.failure) })
+      }
+    }
+    return listener
+  }
+
+  function resume (ws: WebSocket<ChatSocketData>, id: string, requestId: unknown, afterSeq: unknown): void {
+    if (!isValidId(requestId)) { reject(ws, 'invalid', `${idRule('request_id')}.`, id); return }
+    if (typeof afterSeq !== 'number' || !Number.isSafeInteger(afterSeq) || afterSeq < 0) {
+      reject(ws, 'invalid', 'after_seq must be a whole number >= 0 (the last seq received; 0 for all).', id)
+      return
+    }
+    const data = ws.getUserData()
+    const stream = deps.streams.get(requestId, ownerOf(data))
+    if (stream === null) { refuse(ws, 'stream_not_found', { id, request_id: requestId }); return }
+    const listener = listenerFor(ws, id, requestId)
+    data.chats.set(id, { stream, listener })
+    const result = stream.attach(listener, afterSeq)
+    if (result === 'attached' || result === 'ended') { data.strikes = 0; return }
+    data.chats.delete(id)
+    if (result === 'not_replayable') refuse(ws, 'stream_not_found', { id, request_id: requestId })
+    else reject(ws, 'invalid', `after_seq ${afterSeq} is beyond the last chunk sent (${stream.chunks}).`, id)
+  }
+
+  function cancel (ws: WebSocket<ChatSocketData>, requestId: unknown): void {
+    if (!isValidId(requestId)) { reject(ws, 'invalid', `${idRule('request_id')}.`); return }
+    const stream = deps.streams.get(requestId, ownerOf(ws.getUserData()))
+    if (stream === null) { refuse(ws, 'stream_not_found', { request_id: requestId }); return }
+    // The stream itself then ends with an error `cancelled`, on whichever socket follows it.
+    if (stream.cancel() === 'already_settled') refuse(ws, 'already_settled', { request_id: requestId })
   }
 
   return {
@@ -45,7 +104,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       route: ROUTES.chatSocket.path,
       params: 0,
       check ({ user }) {
-        return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map(), strikes: 0 }
+        return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map<string, Followed>(), strikes: 0 }
       }
     }),
     open (ws) {
@@ -54,42 +113,34 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
     },
     message (ws, message, isBinary) {
       if (tooBig(ws, deps, message)) return
-      const parsed = parseFrame(message, isBinary, ['chat'])
+      const parsed = parseFrame(message, isBinary, ['chat', 'resume', 'cancel'])
       if (!parsed.ok) { reject(ws, parsed.reason, parsed.message); return }
       const data = ws.getUserData()
       if (data.expiresAt !== 0 && data.expiresAt * 1000 <= deps.clock.now()) { deps.registry.close(ws, 'token_expired'); return }
-      const { id, session_id: sessionId } = parsed.frame
+      const frame = parsed.frame
+      if (frame.type === 'cancel') { cancel(ws, frame.request_id); return }
+      const { id } = frame
       if (!isValidId(id)) { reject(ws, 'invalid', `${idRule('id')}.`); return }
-      if (!isValidId(sessionId)) { reject(ws, 'invalid', `${idRule('session_id')}.`, id); return }
-      const content = checkText('content', parsed.frame.content)
-      if (!content.ok) { reject(ws, 'invalid', content.message, id); return }
       if (data.chats.has(id)) { reject(ws, 'invalid', `A chat with id ${id} is already in flight on this socket.`, id); return }
+      if (frame.type === 'resume') { resume(ws, id, frame.request_id, frame.after_seq); return }
+      const sessionId = frame.session_id
+      if (!isValidId(sessionId)) { reject(ws, 'invalid', `${idRule('session_id')}.`, id); return }
+      const content = checkText('content', frame.content)
+      if (!content.ok) { reject(ws, 'invalid', content.message, id); return }
       data.strikes = 0
       const requestId = newRequestId()
-      // A chat refused at once (caps, link down) finishes inside runChat, before it could be
-      // recorded as in flight: remember that, so its id is free again.
-      let finished = false
-      const finish = (): void => { finished = true; data.chats.delete(id) }
-      const cancel = runChat(deps, { requestId, userId: data.userId === '' ? sessionId : data.userId, sessionId, content: content.value }, {
-        chunk: (delta) => { send(ws, { type: 'chunk', id, delta }) },
-        done: ({ messageId, content: text }) => {
-          finish()
-          send(ws, { type: 'done', id, message_id: messageId, content: text })
-        },
-        fail: (err) => {
-          finish()
-          const f = describeFailure(err, deps.log, { request_id: requestId, route: ROUTES.chatSocket.path })
-          send(ws, { type: 'error', id, ...failureFields(f) })
-        },
-        gone: () => data.closed
-      })
-      if (!finished) data.chats.set(id, cancel)
+      const listener = listenerFor(ws, id, requestId)
+      const stream = deps.streams.open(requestId, ownerOf(data), listener)
+      data.chats.set(id, { stream, listener })
+      send(ws, { type: 'start', id, request_id: requestId })
+      runChat(deps, { requestId, userId: data.userId === '' ? sessionId : data.userId, sessionId, content: content.value }, stream.sink)
     },
     close (ws, code, message) {
       socketClosed(ws, deps, code, message, (data) => {
-        const cancels = [...data.chats.values()]
+        const followed = [...data.chats.values()]
         data.chats.clear()
-        for (const cancel of cancels) cancel()
+        // Not cancelled: each chat waits STREAM_RESUME_GRACE_MS for its client to resume it.
+        for (const { stream, listener } of followed) stream.detach(listener)
       })
     }
   }

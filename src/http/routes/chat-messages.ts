@@ -1,12 +1,13 @@
 /**
  * POST /api/chatbot/messages: authenticate, validate, then run the chat (src/chat/run-chat.ts)
  * and answer with JSON — or, with `Accept: text/event-stream`, stream it as server-sent
- * events (`chunk`… then `done` or `error`).
+ * events (`start`, `chunk`… then `done` or `error`), resumable (src/chat/stream-store.ts).
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { runChat, type ChatSink, type RunChatDeps } from '../../chat/run-chat.js'
 import { TetherError } from '../../errors.js'
-import { describeFailure, failureFields } from '../../failure.js'
+import { failureFields } from '../../failure.js'
+import type { StreamListener, StreamStore } from '../../chat/stream-store.js'
 import { openExchange, sendError, sendJson, type Exchange } from '../exchange.js'
 import { readBody } from '../read-body.js'
 import { answerFailure, answerTooLarge, authenticate, type RouteDeps } from '../request-context.js'
@@ -16,6 +17,7 @@ import { ROUTES } from '../route-table.js'
 
 /** Everything runChat needs (screening included), plus the HTTP plumbing. */
 export interface ChatRouteDeps extends RouteDeps, RunChatDeps {
+  streams: StreamStore
   /** Bounds an event stream's backlog for a slow reader (absent: unbounded, for tests of other things). */
   sse?: EventStreamLimits
 }
@@ -31,22 +33,31 @@ function jsonSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string): ChatSi
   }
 }
 
-function eventStreamSink (deps: ChatRouteDeps, ex: Exchange, sessionId: string): ChatSink {
-  const stream = openEventStream(deps.hooks, ex, deps.sse)
+/**
+ * The event-stream listener of a stream: `start` once the chat is accepted (a chat refused at
+ * once still gets a plain error with its real status), `chunk` events whose `id:` is their
+ * seq, then `done` or `error`. Shared by the chat itself and a resume of it.
+ */
+export function eventStreamListener (deps: Pick<ChatRouteDeps, 'hooks' | 'log' | 'sse'>, ex: Exchange, requestId: string, sessionId: string | null): StreamListener {
+  const events = openEventStream(deps.hooks, ex, deps.sse)
   return {
-    chunk: (delta) => { stream.event('chunk', { delta }) },
-    done: ({ messageId, content, latencyMs }) => {
-      stream.event('done', { message_id: messageId, session_id: sessionId, content, latency_ms: latencyMs })
-      stream.end(200)
-    },
-    fail: (err) => {
-      // Nothing sent yet: a plain error response, with its real status.
-      if (!stream.started) { answerFailure(deps, ex, err); return }
-      const f = describeFailure(err, deps.log, { request_id: ex.requestId, route: ex.route })
-      stream.event('error', { ...failureFields(f), request_id: ex.requestId })
-      stream.end(f.status)
-    },
-    gone: () => ex.aborted
+    start: () => { events.event('start', { request_id: requestId }) },
+    chunk: (delta, seq) => { events.event('chunk', { delta, seq }, seq) },
+    end: (end) => {
+      if (end.type === 'done') {
+        events.event('done', { message_id: end.messageId, ...(sessionId !== null ? { session_id: sessionId } : {}), content: end.content, latency_ms: end.latencyMs })
+        events.end(200)
+        return
+      }
+      const f = end.failure
+      if (!events.started) {
+        // Nothing sent yet: a plain error response, with its real status.
+        sendError(deps.hooks, ex, f.code, { message: f.message, ...(f.retryAfterS !== undefined ? { retryAfterS: f.retryAfterS } : {}) })
+        return
+      }
+      events.event('error', { ...failureFields(f), request_id: requestId })
+      events.end(f.status)
+    }
   }
 }
 
@@ -68,10 +79,18 @@ export function chatMessagesHandler (deps: ChatRouteDeps): (res: HttpResponse, r
       if (!sessionId.ok) return invalid(deps, ex, sessionId.message)
       const content = checkText('content', body.value.content)
       if (!content.ok) return invalid(deps, ex, content.message)
-      const sink = streaming ? eventStreamSink(deps, ex, sessionId.value) : jsonSink(deps, ex, sessionId.value)
       // Relay mode has no users: the session id stands in for one.
-      const cancel = runChat(deps, { requestId: ex.requestId, userId: user?.userId ?? sessionId.value, sessionId: sessionId.value, content: content.value }, sink)
-      ex.onAbort = cancel
+      const turn = { requestId: ex.requestId, userId: user?.userId ?? sessionId.value, sessionId: sessionId.value, content: content.value }
+      if (!streaming) {
+        ex.onAbort = runChat(deps, turn, jsonSink(deps, ex, sessionId.value))
+        return
+      }
+      // A stream outlives this connection: its chat waits STREAM_RESUME_GRACE_MS for a resume
+      // (GET /api/chatbot/streams/:request_id) before it is cancelled.
+      const listener = eventStreamListener(deps, ex, ex.requestId, sessionId.value)
+      const stream = deps.streams.open(ex.requestId, user?.userId ?? null, listener)
+      ex.onAbort = () => { stream.detach(listener) }
+      runChat(deps, turn, stream.sink)
     })
   }
 }

@@ -71,7 +71,7 @@ export function sessionMessagesHandler (deps: SessionRouteDeps): Handler {
       const sessionId = required(checkId('id', params[0]))
       const rows = await deps.chats().listMessages((user as NonNullable<typeof user>).userId, sessionId, MAX_MESSAGES_LISTED)
       if (rows === null) throw new TetherError('session_not_found')
-      return { status: 200, body: rows.map((r) => ({ id: r.id, role: r.role, content: r.content, created_at: r.created_at.toISOString() })) }
+      return { status: 200, body: rows.map((r) => ({ id: r.id, role: r.role, content: r.content, status: r.status, created_at: r.created_at.toISOString() })) }
     }
   })
 }

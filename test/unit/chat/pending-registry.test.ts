@@ -148,7 +148,10 @@ t.test('deliver routes chunks, then done, to their request', async (t) => {
     sessionId: 'session-a',
     outcome: 'done',
     cause: null,
+    cancelReason: null,
     text: 'Hello',
+    partial: 'Hello',
+    chunks: 2,
     startedAt: 0,
     settledAt: 40
   }])
@@ -252,7 +255,10 @@ t.test('a deadline settles as timedOut exactly at startedAt + timeout', async (t
     sessionId: 's',
     outcome: 'timedOut',
     cause: null,
+    cancelReason: null,
     text: null,
+    partial: 'slow',
+    chunks: 1,
     startedAt: 5,
     settledAt: 305
   }])
@@ -529,7 +535,7 @@ t.test('10,000 requests mixing replies, timeouts, aborts and link drops leave th
     const calls = settleCalls.get(p.id)!
     if (calls.length !== 1) { mismatches.push(`${p.id}: settled ${calls.length} times`); continue }
     const s = calls[0]!
-    const got: Expected = s.outcome === 'failed' ? s.cause as Expected : s.outcome
+    const got = (s.outcome === 'failed' ? s.cause : s.outcome) as Expected
     counts[got] = (counts[got] ?? 0) + 1
     if (got !== p.expected) mismatches.push(`${p.id}: ${got}, want ${p.expected}`)
     if (s.sessionId !== p.session || s.startedAt !== p.startedAt) mismatches.push(`${p.id}: wrong settlement ${JSON.stringify(s)}`)
@@ -570,4 +576,67 @@ t.test('10,000 requests mixing replies, timeouts, aborts and link drops leave th
   t.equal([...chunksSeen.values()].reduce((n, c) => n + c.length, 0), chunksBefore)
   t.equal(clock.liveTimers, 0)
   t.equal(registry.size, 0)
+})
+
+t.test('a chunk redelivered with a seq already seen reaches the client once; chunks are numbered 1, 2, 3 for it', async (t) => {
+  const { registry, clock } = makeRegistry(t)
+  const seen: Array<[string, number]> = []
+  registry.open('a', 's', 1_000, { onChunk: (delta, seq) => { seen.push([delta, seq]) }, onSettle: () => {} })
+  clock.advance(1)
+  t.equal(registry.deliver({ v: 1, request_id: 'a', type: 'chunk', delta: 'x', seq: 1 }), 'delivered')
+  t.equal(registry.deliver({ v: 1, request_id: 'a', type: 'chunk', delta: 'x', seq: 1 }), 'duplicate', 'a QoS 1 redelivery')
+  t.equal(registry.deliver({ v: 1, request_id: 'a', type: 'chunk', delta: 'y', seq: 2 }), 'delivered')
+  t.equal(registry.deliver({ v: 1, request_id: 'a', type: 'chunk', delta: 'z' }), 'delivered', 'a chunk without seq (a v1 worker) is numbered by arrival')
+  t.same(seen, [['x', 1], ['y', 2], ['z', 3]])
+})
+
+t.test('a stream that goes silent for idleTimeoutMs after a chunk settles as stalled, on the clock', async (t) => {
+  const { registry, open, clock } = makeRegistry(t, { idleTimeoutMs: 100 })
+  const a = open('a', 's', 10_000)
+  clock.advance(5_000)
+  t.same(a.settles, [], 'no idle bound before the first chunk (first-chunk bound off)')
+  registry.deliver(chunk('a', 'one'))
+  clock.advance(90)
+  registry.deliver(chunk('a', 'two'))
+  clock.advance(90)
+  t.same(a.settles, [], 'each chunk moves the bound')
+  clock.advance(10)
+  t.match(a.settles, [{ outcome: 'stalled', partial: 'onetwo', chunks: 2, settledAt: 5_190 }])
+  t.equal(registry.size, 0)
+  t.equal(clock.liveTimers, 0, 'no timer left behind')
+})
+
+t.test('the first-chunk bound settles a request that never starts answering as stalled', async (t) => {
+  const { registry, open, clock } = makeRegistry(t, { firstChunkTimeoutMs: 300, idleTimeoutMs: 1_000 })
+  const a = open('a', 's', 10_000)
+  clock.advance(300)
+  t.match(a.settles, [{ outcome: 'stalled', chunks: 0 }])
+  t.equal(registry.size, 0)
+})
+
+t.test('a detached request is cancelled as client_gone when the grace runs out, and kept when its client is back', async (t) => {
+  const { registry, open, clock } = makeRegistry(t, { resumeGraceMs: 500 })
+  const gone = open('gone', 's', 10_000)
+  const back = open('back', 's', 10_000)
+  t.ok(registry.detach('gone'))
+  t.ok(registry.detach('back'))
+  clock.advance(400)
+  t.ok(registry.attach('back'))
+  clock.advance(100)
+  t.match(gone.settles, [{ outcome: 'cancelled', cancelReason: 'client_gone', settledAt: 500 }])
+  t.same(back.settles, [])
+  registry.deliver(done('back', 'ok'))
+  t.match(back.settles, [{ outcome: 'done' }])
+  t.equal(clock.liveTimers, 0, 'no timer left behind')
+  t.notOk(registry.detach('gone'), 'a settled request cannot be detached')
+})
+
+t.test('cancel tells Stop from a client that left', async (t) => {
+  const { registry, open } = makeRegistry(t)
+  const stop = open('stop')
+  const left = open('left')
+  registry.cancel('stop', 'client_cancelled')
+  registry.cancel('left')
+  t.match(stop.settles, [{ outcome: 'cancelled', cancelReason: 'client_cancelled' }])
+  t.match(left.settles, [{ outcome: 'cancelled', cancelReason: 'client_gone' }])
 })

@@ -94,12 +94,51 @@ function setup (options: { concurrency?: number, queue?: number } = {}): { link:
   return { link, upstream, clock, worker }
 }
 
-const repliesTo = (link: ReturnType<typeof fakeLink>, id: string): any[] => link.published.filter((p) => p.request_id === id).map(({ topic: _t, v: _v, request_id: _r, ...rest }) => rest)
+/** A request's replies without the envelope fields (and without chunks' seq, which has its own test). */
+const repliesTo = (link: ReturnType<typeof fakeLink>, id: string): any[] => link.published.filter((p) => p.request_id === id).map(({ topic: _t, v: _v, request_id: _r, seq: _s, ...rest }) => rest)
 
 t.test('it subscribes with the shared filter and routes messages of the plain topic to itself', async (t) => {
   const { link } = setup()
-  t.same([...link.subscribed.keys()], ['$share/pool/llm/chat/request'])
+  t.same([...link.subscribed.keys()], ['$share/pool/llm/chat/request', 'llm/chat/cancel'], 'cancels on their own, never shared')
   t.equal(link.subscribed.get('$share/pool/llm/chat/request')?.deliverAs, 'llm/chat/request')
+})
+
+t.test('chunks carry seq 1, 2, 3 ... per request', async (t) => {
+  const { link, upstream } = setup()
+  const r = request()
+  link.deliver(r)
+  await flush()
+  upstream.calls[0]?.push('a')
+  upstream.calls[0]?.push('b')
+  upstream.calls[0]?.push('c')
+  upstream.calls[0]?.end()
+  await flush()
+  t.same(link.published.filter((p) => p.type === 'chunk').map((p) => p.seq), [1, 2, 3])
+})
+
+t.test('a cancel from the gateway aborts the upstream call and nothing more is sent; a waiting one never starts', async (t) => {
+  const { link, upstream, worker } = setup({ concurrency: 1 })
+  const running = request()
+  const waiting = request()
+  link.deliver(running)
+  link.deliver(waiting)
+  await flush()
+  upstream.calls[0]?.push('partial')
+  await flush()
+  const cancel = link.subscribed.get('llm/chat/cancel')?.handler
+  cancel?.(Buffer.from(JSON.stringify({ v: 1, request_id: running.request_id, reason: 'client_cancelled' })), 'llm/chat/cancel')
+  cancel?.(Buffer.from(JSON.stringify({ v: 1, request_id: waiting.request_id, reason: 'client_gone' })), 'llm/chat/cancel')
+  cancel?.(Buffer.from(JSON.stringify({ v: 1, request_id: 'someone-elses', reason: 'deadline' })), 'llm/chat/cancel')
+  cancel?.(Buffer.from('{"not":"a cancel"}'), 'llm/chat/cancel')
+  await flush()
+  t.ok(upstream.calls[0]?.aborted, 'the model server sees its request aborted')
+  upstream.calls[0]?.push('more')
+  await flush()
+  t.same(repliesTo(link, running.request_id), [{ type: 'chunk', delta: 'partial' }], 'nothing after the cancel')
+  t.same(repliesTo(link, waiting.request_id), [], 'the waiting one was dropped unanswered')
+  t.equal(upstream.calls.length, 1, 'and never called upstream')
+  t.equal(worker.stats().cancelled, 2)
+  t.equal(worker.stats().active + worker.stats().waiting, 0)
 })
 
 t.test('deltas go out as chunks on reply_to, then done with the whole text', async (t) => {
@@ -236,7 +275,7 @@ t.test('stop unsubscribes, waits out the grace period on the clock, then aborts 
   const handler = link.subscribed.get(topics.subscription)?.handler
   let stopped = false
   const stopping = worker.stop(1000).then(() => { stopped = true })
-  t.same([...link.subscribed.keys()], [], 'unsubscribed at once')
+  t.same([...link.subscribed.keys()], ['llm/chat/cancel'], 'requests unsubscribed at once; cancels still heard during the grace')
   handler?.(Buffer.from(JSON.stringify(request({ request_id: 'late' }))), topics.requests)
   t.same(repliesTo(link, 'late'), [{ type: 'error', error: 'worker shutting down' }], 'a message delivered after stop began is answered at once')
   clock.increment(999)

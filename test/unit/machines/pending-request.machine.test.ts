@@ -48,7 +48,15 @@ function startRequest (t: Scope, timeoutMs = TIMEOUT_MS) {
     settles,
     chunks,
     send: (event: PendingEvent) => { actor.send(event) },
-    value: () => actor.getSnapshot().value,
+    /** The reply region's state while active (pending, streaming), else the final state. */
+    value: () => {
+      const v = actor.getSnapshot().value
+      return typeof v === 'string' ? v : (v as { active: { reply: string } }).active.reply
+    },
+    client: () => {
+      const v = actor.getSnapshot().value
+      return typeof v === 'string' ? null : (v as { active: { client: string } }).active.client
+    },
     status: () => actor.getSnapshot().status
   }
 }
@@ -211,8 +219,76 @@ t.test('a stopped request ignores its deadline and does not settle', async (t) =
 t.test('the machine itself arms no timer: the deadline is the DEADLINE event', async (t) => {
   const actor = createActor(pendingRequestMachine, { input: { requestId: 'r' } })
   actor.start()
-  t.equal(actor.getSnapshot().value, 'pending')
+  t.same(actor.getSnapshot().value, { active: { reply: 'pending', client: 'attached' } })
   actor.send({ type: 'DEADLINE' })
   t.equal(actor.getSnapshot().value, 'timedOut')
   t.equal(actor.getSnapshot().status, 'done')
+})
+
+/** A bare actor whose timer slots are recorded, not run: the registry's job (pending-registry.ts). */
+function recorded () {
+  const calls: string[] = []
+  const settles: Array<{ outcome: PendingOutcome, cancelReason: string | null }> = []
+  const machine = pendingRequestMachine.provide({
+    actions: {
+      armStallTimer: (_, { phase }) => { calls.push(`stall:${phase}`) },
+      armGraceTimer: () => { calls.push('grace:on') },
+      disarmGraceTimer: () => { calls.push('grace:off') },
+      relayChunk: ({ event }) => { if (event.type === 'CHUNK') calls.push(`chunk:${event.delta}`) },
+      settle: ({ context }, { outcome }) => { settles.push({ outcome, cancelReason: context.cancelReason }) }
+    }
+  })
+  const actor = createActor(machine, { input: { requestId: 'r' } })
+  actor.start()
+  return { actor, calls, settles }
+}
+
+t.test('the machine arms the first-chunk stall bound on entry and the idle bound on every chunk', async (t) => {
+  const { actor, calls } = recorded()
+  actor.send({ type: 'CHUNK', delta: 'a' })
+  actor.send({ type: 'CHUNK', delta: 'b' })
+  t.same(calls, ['stall:first', 'chunk:a', 'stall:idle', 'chunk:b', 'stall:idle'])
+})
+
+t.test('a stall before or after the first chunk settles once as stalled', async (t) => {
+  for (const chunks of [0, 2]) {
+    const { actor, settles } = recorded()
+    for (let i = 0; i < chunks; i++) actor.send({ type: 'CHUNK', delta: String(i) })
+    actor.send({ type: 'STALL' })
+    actor.send({ type: 'DONE', content: 'late' })
+    t.same(settles, [{ outcome: 'stalled', cancelReason: null }], `after ${chunks} chunks`)
+    t.equal(actor.getSnapshot().status, 'done')
+  }
+})
+
+t.test('Stop (CANCEL) and a client gone (ABORT) are both cancelled, told apart by their reason', async (t) => {
+  const stop = recorded()
+  stop.actor.send({ type: 'CANCEL' })
+  t.same(stop.settles, [{ outcome: 'cancelled', cancelReason: 'client_cancelled' }])
+  const gone = recorded()
+  gone.actor.send({ type: 'ABORT' })
+  t.same(gone.settles, [{ outcome: 'cancelled', cancelReason: 'client_gone' }])
+})
+
+t.test('a detached chat waits for its client: ATTACH disarms the grace, GRACE_OVER cancels it as client_gone', async (t) => {
+  const back = recorded()
+  back.actor.send({ type: 'DETACH' })
+  back.actor.send({ type: 'CHUNK', delta: 'x' })
+  back.actor.send({ type: 'ATTACH' })
+  back.actor.send({ type: 'GRACE_OVER' })
+  t.same(back.calls, ['stall:first', 'grace:on', 'chunk:x', 'stall:idle', 'grace:off'], 'chunks still flow while detached')
+  t.same(back.settles, [], 'a late GRACE_OVER after ATTACH does nothing')
+  const away = recorded()
+  away.actor.send({ type: 'DETACH' })
+  away.actor.send({ type: 'GRACE_OVER' })
+  t.same(away.settles, [{ outcome: 'cancelled', cancelReason: 'client_gone' }])
+  t.same(away.calls, ['stall:first', 'grace:on', 'grace:off'], 'the grace timer is disarmed on the way out')
+})
+
+t.test('a chat that settles while detached disarms its grace timer', async (t) => {
+  const { actor, calls, settles } = recorded()
+  actor.send({ type: 'DETACH' })
+  actor.send({ type: 'DONE', content: 'all' })
+  t.same(settles, [{ outcome: 'done', cancelReason: null }])
+  t.same(calls, ['stall:first', 'grace:on', 'grace:off'])
 })

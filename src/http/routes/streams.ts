@@ -1,0 +1,67 @@
+/**
+ * The two routes of a resumable stream (contract v1.1), owner only:
+ * `GET /api/chatbot/streams/:request_id` with `Last-Event-ID: N` replays every chunk after N as
+ * server-sent events and goes on live (404 stream_not_found when it cannot be replayed whole);
+ * `POST /api/chatbot/messages/:request_id/cancel` is the Stop button (200, 404, 409).
+ */
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
+import type { StreamStore } from '../../chat/stream-store.js'
+import { TetherError } from '../../errors.js'
+import { idRule, isValidId } from '../../ids.js'
+import { openExchange, sendError } from '../exchange.js'
+import { authenticate, jsonRoute, type RouteDeps } from '../request-context.js'
+import { ROUTES } from '../route-table.js'
+import type { EventStreamLimits } from '../event-stream.js'
+import { eventStreamListener } from './chat-messages.js'
+
+export interface StreamRouteDeps extends RouteDeps {
+  streams: StreamStore
+  /** Relay mode: no token; a stream is found by its (unguessable) request id alone. */
+  requiresAuth: boolean
+  sse?: EventStreamLimits
+}
+
+/** Last-Event-ID: the last seq the client has; absent or empty, 0 (replay all). */
+function lastEventId (header: string): number | null {
+  if (header === '') return 0
+  if (!/^\d{1,15}$/.test(header)) return null
+  return Number(header)
+}
+
+export function resumeStreamHandler (deps: StreamRouteDeps): (res: HttpResponse, req: HttpRequest) => void {
+  return (res, req) => {
+    const ex = openExchange(res, req, ROUTES.resumeStream.path)
+    const requestId = req.getParameter(0) ?? ''
+    const after = lastEventId(req.getHeader('last-event-id').trim())
+    const user = deps.requiresAuth ? authenticate(deps.tokens, req.getHeader('authorization')) : null
+    if (user instanceof TetherError) { sendError(deps.hooks, ex, user.code, { message: user.message }); return }
+    if (!isValidId(requestId)) { sendError(deps.hooks, ex, 'invalid_request', { message: `${idRule('request_id')}.` }); return }
+    if (after === null) { sendError(deps.hooks, ex, 'invalid_request', { message: 'Last-Event-ID must be a whole number >= 0 (the last chunk id received).' }); return }
+    const stream = deps.streams.get(requestId, user?.userId ?? null)
+    if (stream === null) { sendError(deps.hooks, ex, 'stream_not_found'); return }
+    const listener = eventStreamListener(deps, ex, requestId, null)
+    // Nothing is written unless the whole rest can be: the answers below are still plain.
+    const result = stream.attach(listener, after)
+    if (result === 'not_replayable') { sendError(deps.hooks, ex, 'stream_not_found'); return }
+    if (result === 'beyond_end') { sendError(deps.hooks, ex, 'invalid_request', { message: `Last-Event-ID ${after} is beyond the last chunk sent (${stream.chunks}).` }); return }
+    if (result === 'attached') ex.onAbort = () => { stream.detach(listener) }
+  }
+}
+
+export function cancelChatHandler (deps: StreamRouteDeps): (res: HttpResponse, req: HttpRequest) => void {
+  return jsonRoute(deps, {
+    route: ROUTES.cancelChat.path,
+    auth: deps.requiresAuth,
+    readsBody: true,
+    emptyBodyOk: true,
+    params: 1,
+    async handle ({ user, params }) {
+      const requestId = params[0] ?? ''
+      if (!isValidId(requestId)) throw new TetherError('invalid_request', `${idRule('request_id')}.`)
+      const stream = deps.streams.get(requestId, user?.userId ?? null)
+      if (stream === null) throw new TetherError('stream_not_found')
+      if (stream.cancel() === 'already_settled') throw new TetherError('already_settled')
+      return { status: 200, body: { request_id: requestId, status: 'cancelled' } }
+    }
+  })
+}
