@@ -7,12 +7,14 @@ import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway, type Gateway } from '../fixtures/gateway.js'
-import { chunk, done, echo, failure, startScriptedWorker, type Behaviour, type ScriptedWorker } from '../fixtures/scripted-worker.js'
+import { chunk, done, echo, failure, pause, startScriptedWorker, type Behaviour, type ScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, wsUrl, type TestSocket } from '../fixtures/ws-client.js'
 
 const BASE_ENV = { THREAD_TASK_TIMEOUT_MS: '60000' }
 const CHAT_TIMEOUT_MS = 2000
+const GRACE_MS = 400
+const IDLE_MS = 600
 
 /**
  * One worker for every test, scripted by the chat's content: `silent…` gets no answer,
@@ -22,6 +24,15 @@ const CHAT_TIMEOUT_MS = 2000
 const held: Array<() => void> = []
 const dispatch: Behaviour = async (request) => {
   if (request.content.startsWith('silent')) return []
+  // 20 numbered chunks, paced like a model, each with its seq; then done.
+  if (request.content.startsWith('slow')) {
+    const deltas = Array.from({ length: 20 }, (_, i) => `c${i + 1} `)
+    return [...deltas.flatMap((d, i) => [chunk(request, d, i + 1), pause(15)]), done(request, deltas.join(''))]
+  }
+  // Two chunks, then nothing: a worker that froze mid-answer.
+  if (request.content.startsWith('freeze')) return [chunk(request, 'one ', 1), chunk(request, 'two ', 2)]
+  // A QoS 1 redelivery: the same seq twice.
+  if (request.content.startsWith('twice')) return [chunk(request, 'a', 1), chunk(request, 'a', 1), chunk(request, 'b', 2), done(request, 'ab')]
   if (request.content.startsWith('fail')) return [chunk(request, 'partial '), failure(request, 'model exploded')]
   const hold = /^hold:(\d+)/.exec(request.content)
   if (hold !== null) {
@@ -56,7 +67,7 @@ const startG2 = startGateway(t, {
 })
 
 const [gw, g2] = await Promise.all([
-  startGateway(t, { ...BASE_ENV, MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS) }),
+  startGateway(t, { ...BASE_ENV, MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS), STREAM_RESUME_GRACE_MS: String(GRACE_MS), CHAT_IDLE_TIMEOUT_MS: String(IDLE_MS) }),
   startG2
 ])
 await waitFor(() => gw.tether.link.isUp && g2.tether.link.isUp, { what: 'links up' })
@@ -87,7 +98,11 @@ t.test('a chat streams chunks and then done with the stored assistant message_id
   s.send(chat('c1', sessionId, 'hello there world'))
   const { end, chunks } = await outcome(s, 'c1')
   t.same(chunks, ['echo: ', 'hello ', 'there ', 'world'], 'the worker\'s deltas, in order')
-  t.same(Object.keys(end).sort(), ['content', 'id', 'message_id', 'type'])
+  const start = s.frames.find((f) => f.id === 'c1')
+  t.same(Object.keys(start).sort(), ['id', 'request_id', 'type'], 'the first frame of a chat is start, naming its request')
+  t.equal(start.type, 'start')
+  t.same(s.frames.filter((f) => f.type === 'chunk' && f.id === 'c1').map((f) => [f.seq, f.request_id]), [1, 2, 3, 4].map((n) => [n, start.request_id]), 'chunks numbered from 1')
+  t.same(Object.keys(end).sort(), ['content', 'id', 'message_id', 'request_id', 'type'])
   t.equal(end.type, 'done')
   t.equal(end.content, 'echo: hello there world')
   t.equal(end.content, chunks.join(''), 'done.content is the chunks joined')
@@ -214,16 +229,101 @@ t.test('a silent worker is an llm_timeout error frame at the chat deadline', asy
   t.equal(gw.tether.pending.size, 0)
 })
 
-t.test('closing the socket mid-chat cancels its chats', async (t) => {
+t.test('closing the socket mid-chat leaves its chats waiting for the grace, then cancels them and tells the worker', async (t) => {
   const s = await chatSocket(t)
   const cancelled = await counter(gw, 'tether_chat_requests_total', { outcome: 'cancelled' })
   const sessionId = await gw.sessionId('cancel')
   s.send(chat('gone-1', sessionId, 'silent one'))
   s.send(chat('gone-2', sessionId, 'silent two'))
   await waitFor(() => gw.tether.pending.size === 2, { what: 'two chats in flight' })
+  const ids = s.frames.filter((f) => f.type === 'start').map((f) => f.request_id)
+  const closedAt = Date.now()
   await s.close()
-  await waitFor(() => gw.tether.pending.size === 0, { timeoutMs: 1000, what: 'the chats cancelled (well before their deadline)' })
+  await waitFor(() => gw.tether.pending.size === 0, { timeoutMs: GRACE_MS + 1000, what: 'the chats cancelled after the grace (well before their deadline)' })
+  t.ok(Date.now() - closedAt >= GRACE_MS - 50, 'not before the grace ran out')
   t.equal(await cancelled(), 2, 'counted as cancelled')
+  await waitFor(() => ids.every((id) => worker.cancels.some((c) => c.request_id === id)), { what: 'the worker told' })
+  t.same(worker.cancels.filter((c) => ids.includes(c.request_id)).map((c) => c.reason), ['client_gone', 'client_gone'])
+})
+
+t.test('a socket closed after 3 of 20 chunks and resumed on a new one with after_seq 3 gets the rest: no gap, no repeat', async (t) => {
+  const sessionId = await gw.sessionId('resume')
+  const first = await chatSocket(t)
+  first.send(chat('r1', sessionId, 'slow please'))
+  const third = await first.next('chunk 3', (f) => f.type === 'chunk' && f.id === 'r1' && f.seq === 3)
+  const seen = first.frames.filter((f) => f.type === 'chunk' && f.id === 'r1' && f.seq <= 3)
+  await first.close()
+  const second = await chatSocket(t)
+  second.send({ type: 'resume', id: 'again', request_id: third.request_id, after_seq: 3 })
+  const { end, chunks } = await outcome(second, 'again')
+  const resumed = second.frames.filter((f) => f.type === 'chunk' && f.id === 'again')
+  t.same(resumed.map((f) => f.seq), Array.from({ length: 17 }, (_, i) => i + 4), 'seq 4 to 20, each once')
+  t.equal(end.type, 'done')
+  t.equal([...seen.map((f) => f.delta), ...chunks].join(''), end.content, 'the concatenated text is the worker\'s')
+  t.notOk(worker.cancels.some((c) => c.request_id === third.request_id), 'the worker was never told to stop')
+})
+
+t.test('a resumed stream that has ended replays the rest and its end; a bad resume is a clear error frame', async (t) => {
+  const sessionId = await gw.sessionId('resume-ended')
+  const s = await chatSocket(t)
+  s.send(chat('e1', sessionId, 'hello again'))
+  const { end } = await outcome(s, 'e1')
+  const requestId = s.frames.find((f) => f.type === 'start' && f.id === 'e1').request_id
+  s.send({ type: 'resume', id: 'e2', request_id: requestId, after_seq: 1 })
+  const again = await outcome(s, 'e2')
+  t.same(again.chunks, ['hello ', 'again'])
+  t.same([again.end.type, again.end.content], ['done', end.content])
+  const other = await gw.newUser('resume-stranger')
+  const stranger = await connect(t, wsUrl(gw.port, `/api/chatbot/ws?token=${other.token}`))
+  stranger.send({ type: 'resume', id: 'x', request_id: requestId, after_seq: 0 })
+  t.match(await stranger.next('an error', (f) => f.id === 'x'), { type: 'error', error: 'stream_not_found' }, 'another user\'s stream is not found')
+  s.send({ type: 'resume', id: 'u', request_id: randomUUID(), after_seq: 0 })
+  t.match(await s.next('an error', (f) => f.id === 'u'), { type: 'error', error: 'stream_not_found' }, 'an unknown id')
+  for (const [id, after] of [['n1', -1], ['n2', 1.5], ['n3', '3'], ['n4', 99]] as const) {
+    s.send({ type: 'resume', id, request_id: requestId, after_seq: after })
+    t.match(await s.next(`an error for ${String(after)}`, (f) => f.id === id), { type: 'error', error: 'invalid_request' }, `after_seq ${JSON.stringify(after)}`)
+  }
+})
+
+t.test('Stop: a cancel frame ends the chat with error cancelled, tells the worker, and keeps the partial text', async (t) => {
+  const sessionId = await gw.sessionId('stop')
+  const s = await chatSocket(t)
+  s.send(chat('st', sessionId, 'slow please'))
+  const second = await s.next('chunk 2', (f) => f.type === 'chunk' && f.id === 'st' && f.seq === 2)
+  s.send({ type: 'cancel', request_id: second.request_id })
+  const { end, chunks } = await outcome(s, 'st')
+  t.same([end.type, end.error], ['error', 'cancelled'])
+  await waitFor(() => worker.cancels.some((c) => c.request_id === second.request_id), { what: 'the worker told' })
+  t.equal(worker.cancels.find((c) => c.request_id === second.request_id)?.reason, 'client_cancelled')
+  await waitFor(async () => (await gw.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)).json.length === 2, { what: 'the partial answer stored' })
+  const history = await gw.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)
+  t.same(history.json.map((m: any) => [m.role, m.status]), [['user', 'complete'], ['assistant', 'cancelled']])
+  t.equal(history.json[1].content, chunks.join(''), 'the stored text is what the user saw')
+  s.send({ type: 'cancel', request_id: second.request_id })
+  t.match(await s.next('already settled', (f) => f.type === 'error' && f.error === 'already_settled'), { request_id: second.request_id })
+})
+
+t.test('a worker that sends two chunks and goes silent ends in llm_stalled after CHAT_IDLE_TIMEOUT_MS, and is told to stop', async (t) => {
+  const sessionId = await gw.sessionId('stall')
+  const s = await chatSocket(t)
+  const stalled = await counter(gw, 'tether_chat_requests_total', { outcome: 'stalled' })
+  s.send(chat('fz', sessionId, 'freeze now'))
+  const { end, chunks } = await outcome(s, 'fz', CHAT_TIMEOUT_MS + 2000)
+  t.same(chunks, ['one ', 'two '])
+  t.same([end.type, end.error], ['error', 'llm_stalled'])
+  t.equal(await stalled(), 1)
+  await waitFor(() => worker.cancels.some((c) => c.request_id === end.request_id && c.reason === 'stalled'), { what: 'cancel with reason stalled' })
+  await waitFor(async () => (await gw.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)).json.length === 2, { what: 'the partial answer stored' })
+  const history = await gw.request('GET', `/api/chatbot/sessions/${sessionId}/messages`)
+  t.same([history.json[1].status, history.json[1].content], ['stalled', 'one two '])
+})
+
+t.test('a chunk redelivered with the same seq reaches the client once', async (t) => {
+  const s = await chatSocket(t)
+  s.send(chat('dup', await gw.sessionId('dup'), 'twice please'))
+  const { end, chunks } = await outcome(s, 'dup')
+  t.same(chunks, ['a', 'b'])
+  t.equal(end.content, 'ab')
 })
 
 t.test('the per-session cap applies: a second chat in flight on the session is too_many_requests', async (t) => {
