@@ -215,7 +215,8 @@ t.test('a done reply is stored as the assistant message and message_id is its id
   t.equal(answer.json.message_id, assistant?.id, 'message_id is the assistant message')
   t.not(answer.json.message_id, user?.id)
   for (const m of listed.json) {
-    t.same(Object.keys(m).sort(), ['content', 'created_at', 'id', 'role'])
+    t.same(Object.keys(m).sort(), ['content', 'created_at', 'id', 'role', 'status'])
+    t.equal(m.status, 'complete')
     t.match(m.id, UUID)
     t.match(m.created_at, ISO_8601)
   }
