@@ -32,6 +32,8 @@ export interface Metrics {
   /** A fair-share or abuse limit refused something. */
   limitRefused: (limit: LimitName) => void
   sseSlowConsumer: () => void
+  streamResumed: (result: 'attached' | 'ended' | 'not_found') => void
+  cancelSent: (reason: string) => void
   statePublished: () => void
   watchdogStall: (stallMs: number) => void
   /** The largest event-loop delay of the last sampling interval, in seconds. */
@@ -122,7 +124,7 @@ export function createMetrics (): Metrics {
   })
   const outcomes = new Counter({
     name: 'tether_chat_requests_total',
-    help: 'Chat requests by how they ended: done, worker_error, link_down, shutdown, timed_out, cancelled.',
+    help: 'Chat requests by how they ended: done, worker_error, link_down, shutdown, timed_out, stalled, cancelled.',
     labelNames: ['outcome'],
     registers: [registry]
   })
@@ -131,6 +133,36 @@ export function createMetrics (): Metrics {
     help: 'Time from publishing a chat request to its end, by outcome.',
     labelNames: ['outcome'],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_streams',
+    help: 'Resumable streams kept: in flight, and finished within STREAM_RETAIN_MS.',
+    registers: [registry],
+    collect () { this.set(sources?.streams().count ?? 0) }
+  })
+  new Gauge({
+    name: 'tether_stream_buffer_bytes',
+    help: 'Bytes of chunk text held by all replay buffers (bounded by STREAM_BUFFER_MAX_BYTES).',
+    registers: [registry],
+    collect () { this.set(sources?.streams().bytes ?? 0) }
+  })
+  new Gauge({
+    name: 'tether_stream_buffer_max_bytes',
+    help: 'STREAM_BUFFER_MAX_BYTES: the bound on tether_stream_buffer_bytes.',
+    registers: [registry],
+    collect () { this.set(sources?.streams().maxBytes ?? 0) }
+  })
+  const resumes = new Counter({
+    name: 'tether_stream_resumes_total',
+    help: 'Resumes of a stream (WebSocket resume, GET /api/chatbot/streams), by result: attached (in flight), ended (replayed to its end), not_found (unknown, foreign, expired or no longer replayable).',
+    labelNames: ['result'],
+    registers: [registry]
+  })
+  const cancelsSent = new Counter({
+    name: 'tether_chat_cancels_sent_total',
+    help: 'Cancels published to LLM workers on llm/chat/cancel, by reason: client_cancelled, client_gone, deadline, stalled, shutdown.',
+    labelNames: ['reason'],
     registers: [registry]
   })
   const responses = new Counter({
@@ -245,6 +277,8 @@ export function createMetrics (): Metrics {
     handlerError (handler) { handlerErrors.inc({ handler }) },
     limitRefused (limit) { limitRefusals.inc({ limit }) },
     sseSlowConsumer () { sseSlow.inc() },
+    streamResumed (result) { resumes.inc({ result }) },
+    cancelSent (reason) { cancelsSent.inc({ reason }) },
     statePublished () { states.inc() },
     dbAcquired (seconds) { acquire.observe(seconds) },
     registry,

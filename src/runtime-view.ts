@@ -46,4 +46,6 @@ export interface RuntimeView {
   /** Sessions with at least one hints socket (each is one MQTT subscription). */
   hintSessions: () => number
   db: () => DbView
+  /** Resumable streams kept, the bytes their replay buffers hold, and the bound on those bytes. */
+  streams: () => { count: number, bytes: number, maxBytes: number }
 }

@@ -71,7 +71,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     link, registry, topics, clock, log,
     chatTimeoutMs: config.chatTimeoutMs,
     onReplyDropped: metrics.replyDropped,
-    onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) }
+    onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) },
+    onCancelSent: metrics.cancelSent
   })
   // The hub fans out through the uWS app, which exists only once the server is built.
   let fanOut: (topic: string, message: string) => void = () => {}
@@ -81,7 +82,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     clock,
     retainMs: config.streamRetainMs,
     maxBytes: config.streamBufferMaxBytes,
-    describe: (err, requestId) => describeFailure(err, log, { request_id: requestId })
+    describe: (err, requestId) => describeFailure(err, log, { request_id: requestId }),
+    onResume: metrics.streamResumed
   })
   return { registry, link, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
 }

@@ -7,11 +7,12 @@ import type { Config } from '../config.js'
 import type { Database } from '../db/database.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import type { RuntimeView } from '../runtime-view.js'
+import type { StreamStore } from '../chat/stream-store.js'
 import type { HintHub } from '../ws/hint-hub.js'
 import type { SocketRegistry } from '../ws/socket-registry.js'
 
 export interface RuntimeParts {
-  config: Pick<Config, 'lagDegradedMs' | 'memorySoftLimitBytes'>
+  config: Pick<Config, 'lagDegradedMs' | 'memorySoftLimitBytes' | 'streamBufferMaxBytes'>
   now: () => number
   startedAt: number
   link: MqttLink
@@ -20,6 +21,7 @@ export interface RuntimeParts {
   sockets: SocketRegistry
   hub: Pick<HintHub, 'sessions'>
   database: Database
+  streams: Pick<StreamStore, 'size' | 'bytes'>
   shuttingDown: () => boolean
 }
 
@@ -38,6 +40,7 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
     shuttingDown: parts.shuttingDown,
     websockets: (endpoint) => sockets.count(endpoint),
     hintSessions: () => hub.sessions,
+    streams: () => ({ count: parts.streams.size, bytes: parts.streams.bytes, maxBytes: parts.config.streamBufferMaxBytes }),
     db: () => ({
       status: !database.ready ? 'migrating' : database.monitor.status,
       reachable: database.monitor.status === 'up',

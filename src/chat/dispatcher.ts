@@ -54,6 +54,8 @@ export interface DispatcherOptions {
   onReplyDropped?: (reason: ReplyDrop) => void
   /** A chat was refused by a cap, for the metrics. */
   onCapRefused?: (cap: Exclude<Admission, 'ok'>) => void
+  /** A cancel was published to the LLM workers. */
+  onCancelSent?: (reason: CancelCause) => void
 }
 
 export interface Dispatcher {
@@ -186,7 +188,7 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
           // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel
           // lost with the link would leave a GPU busy; failing links fail chats with
           // link_down, which sends none (it could not be published).
-          if (reason !== null) link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: requestId, reason }), 1)
+          if (reason !== null && link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: requestId, reason }), 1)) options.onCancelSent?.(reason)
           callbacks.onSettle(settlement)
         }
       }, input.userId)

@@ -59,6 +59,7 @@ export interface StreamStoreOptions {
   maxBytes: number
   /** Turns whatever a chat failed with into the contract's failure (src/failure.ts). */
   describe: (err: unknown, requestId: string) => ContractFailure
+  onResume?: (result: 'attached' | 'ended' | 'not_found') => void
 }
 
 export interface StreamStore {
@@ -68,6 +69,8 @@ export interface StreamStore {
   open: (requestId: string, ownerId: string | null, listener: StreamListener) => Stream
   /** The stream, if it exists and `ownerId` may see it. */
   get: (requestId: string, ownerId: string | null) => Stream | null
+  /** A client's resume: the stream found and attached (see Stream.attach), or not_found; counted. */
+  resume: (requestId: string, ownerId: string | null, listener: StreamListener, afterSeq: number) => { stream: Stream, result: AttachResult } | 'not_found'
   /** Streams kept (live and finished). */
   readonly size: number
   /** Bytes of chunk text held by all replay buffers. */
@@ -167,6 +170,13 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
     }
   }
 
+  function get (requestId: string, ownerId: string | null): Entry | null {
+    const entry = streams.get(requestId)
+    if (entry === undefined) return null
+    if (entry.ownerId !== null && entry.ownerId !== ownerId) return null
+    return entry
+  }
+
   return {
     start () { if (sweeper === null) sweeper = clock.setTimeout(sweep, 1000) },
     stop () {
@@ -218,11 +228,13 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
       streams.set(requestId, entry)
       return entry
     },
-    get (requestId, ownerId) {
-      const entry = streams.get(requestId)
-      if (entry === undefined) return null
-      if (entry.ownerId !== null && entry.ownerId !== ownerId) return null
-      return entry
+    get,
+    resume (requestId, ownerId, listener, afterSeq) {
+      const stream = get(requestId, ownerId)
+      const result = stream === null ? 'not_replayable' : stream.attach(listener, afterSeq)
+      if (result === 'attached' || result === 'ended') options.onResume?.(result)
+      else if (result === 'not_replayable') options.onResume?.('not_found')
+      return stream === null ? 'not_found' : { stream, result }
     },
     get size () { return streams.size },
     get bytes () { return bytes }

@@ -85,6 +85,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <h2>Pending requests</h2>
     <div class="value" id="pending">&ndash;</div>
     <div class="muted small">chats waiting for an LLM worker</div>
+    <div class="muted small">resumable streams <span id="streams">&ndash;</span> &middot; replay buffers <span id="stream-bytes">&ndash;</span> of <span id="stream-max">&ndash;</span></div>
   </section>
   <section class="card">
     <h2>WebSockets</h2>
@@ -115,7 +116,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <section class="card">
     <h2>Chats</h2>
     <div class="value" id="chat-rate">&ndash;</div>
-    <div class="muted small">failed <span id="chat-failed">&ndash;</span>/s &middot; timed out <span id="chat-timeouts">&ndash;</span>/s</div>
+    <div class="muted small">failed <span id="chat-failed">&ndash;</span>/s &middot; timed out <span id="chat-timeouts">&ndash;</span>/s &middot; stalled <span id="chat-stalled">&ndash;</span>/s</div>
   </section>
   <section class="card">
     <h2>Refused by limits</h2>
@@ -193,14 +194,15 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     if (dt < 0.5) return null;
     function d(a, b, k) { return ((a[k] || 0) - (b[k] || 0)) / dt; }
     var chatFailed = 0;
-    for (var k in report.chats) if (k !== 'done' && k !== 'timed_out' && k !== 'cancelled') chatFailed += d(report.chats, first.chats, k);
+    for (var k in report.chats) if (k !== 'done' && k !== 'timed_out' && k !== 'stalled' && k !== 'cancelled') chatFailed += d(report.chats, first.chats, k);
     return {
       requests: (sum(report.http_responses) - sum(first.http)) / dt,
       e4: d(report.http_responses, first.http, '4xx'),
       e5: d(report.http_responses, first.http, '5xx'),
       chats: (sum(report.chats) - sum(first.chats)) / dt,
       chatFailed: chatFailed,
-      chatTimeouts: d(report.chats, first.chats, 'timed_out')
+      chatTimeouts: d(report.chats, first.chats, 'timed_out'),
+      chatStalled: d(report.chats, first.chats, 'stalled')
     };
   }
 
@@ -265,6 +267,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     $('chat-rate').replaceChildren(document.createTextNode(r === null ? '\\u2013' : perSecond(r.chats)), unit('/s'));
     text('chat-failed', r === null ? '\\u2013' : perSecond(r.chatFailed));
     text('chat-timeouts', r === null ? '\\u2013' : perSecond(r.chatTimeouts));
+    text('chat-stalled', r === null ? '\\u2013' : perSecond(r.chatStalled));
+    text('streams', String(report.streams.count));
+    text('stream-bytes', bytes(report.streams.buffer_bytes));
+    text('stream-max', bytes(report.streams.buffer_max_bytes));
 
     var refused = report.protection.refused, refusedTotal = 0, parts = [];
     for (var limit in refused) { refusedTotal += refused[limit]; parts.push(limit + ' ' + refused[limit]); }

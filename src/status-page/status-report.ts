@@ -56,13 +56,15 @@ export interface StatusReport {
     recent_transitions: Array<{ from: string, to: string, at: string, reason: string | null }>
   }
   pending_requests: number
+  /** Resumable streams kept and their replay buffers against STREAM_BUFFER_MAX_BYTES. */
+  streams: { count: number, buffer_bytes: number, buffer_max_bytes: number }
   websockets: { hints: number, chat: number, hint_sessions: number }
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
   memory: { rss_bytes: number, heap_used_bytes: number }
   db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
   /** Totals since start; monitoring routes (route-table MONITORING_PATHS) are not counted. */
   http_responses: Record<(typeof STATUS_CLASSES)[number], number>
-  /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, cancelled), since start. */
+  /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, stalled, cancelled), since start. */
   chats: Record<string, number>
   /** Fair-share and abuse limits that refused something, and handlers of peer input that threw, since start. */
   protection: { refused: Record<string, number>, handler_errors: number }
@@ -130,6 +132,7 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
       recent_transitions: transitions
     },
     pending_requests: health.mqtt.pending_requests,
+    streams: (() => { const s = src.streams(); return { count: s.count, buffer_bytes: s.bytes, buffer_max_bytes: s.maxBytes } })(),
     websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
     event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },
     memory: { rss_bytes: health.memory.rss_bytes, heap_used_bytes: health.memory.heap_used_bytes },

@@ -79,15 +79,16 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       return
     }
     const data = ws.getUserData()
-    const stream = deps.streams.get(requestId, ownerOf(data))
-    if (stream === null) { refuse(ws, 'stream_not_found', { id, request_id: requestId }); return }
     const listener = listenerFor(ws, id, requestId)
-    data.chats.set(id, { stream, listener })
-    const result = stream.attach(listener, afterSeq)
-    if (result === 'attached' || result === 'ended') { data.strikes = 0; return }
-    data.chats.delete(id)
-    if (result === 'not_replayable') refuse(ws, 'stream_not_found', { id, request_id: requestId })
-    else reject(ws, 'invalid', `after_seq ${afterSeq} is beyond the last chunk sent (${stream.chunks}).`, id)
+    // Followed before the replay: a stream that has ended ends (and is forgotten) inside it.
+    const followed: Followed = { stream: null as unknown as Stream, listener }
+    data.chats.set(id, followed)
+    const resumed = deps.streams.resume(requestId, ownerOf(data), listener, afterSeq)
+    if (resumed !== 'not_found') followed.stream = resumed.stream
+    if (resumed !== 'not_found' && (resumed.result === 'attached' || resumed.result === 'ended')) { data.strikes = 0; return }
+    if (data.chats.get(id) === followed) data.chats.delete(id)
+    if (resumed === 'not_found' || resumed.result === 'not_replayable') refuse(ws, 'stream_not_found', { id, request_id: requestId })
+    else reject(ws, 'invalid', `after_seq ${afterSeq} is beyond the last chunk sent (${resumed.stream.chunks}).`, id)
   }
 
   function cancel (ws: WebSocket<ChatSocketData>, requestId: unknown): void {

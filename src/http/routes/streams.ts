@@ -37,12 +37,11 @@ export function resumeStreamHandler (deps: StreamRouteDeps): (res: HttpResponse,
     if (user instanceof TetherError) { sendError(deps.hooks, ex, user.code, { message: user.message }); return }
     if (!isValidId(requestId)) { sendError(deps.hooks, ex, 'invalid_request', { message: `${idRule('request_id')}.` }); return }
     if (after === null) { sendError(deps.hooks, ex, 'invalid_request', { message: 'Last-Event-ID must be a whole number >= 0 (the last chunk id received).' }); return }
-    const stream = deps.streams.get(requestId, user?.userId ?? null)
-    if (stream === null) { sendError(deps.hooks, ex, 'stream_not_found'); return }
     const listener = eventStreamListener(deps, ex, requestId, null)
     // Nothing is written unless the whole rest can be: the answers below are still plain.
-    const result = stream.attach(listener, after)
-    if (result === 'not_replayable') { sendError(deps.hooks, ex, 'stream_not_found'); return }
+    const resumed = deps.streams.resume(requestId, user?.userId ?? null, listener, after)
+    if (resumed === 'not_found' || resumed.result === 'not_replayable') { sendError(deps.hooks, ex, 'stream_not_found'); return }
+    const { stream, result } = resumed
     if (result === 'beyond_end') { sendError(deps.hooks, ex, 'invalid_request', { message: `Last-Event-ID ${after} is beyond the last chunk sent (${stream.chunks}).` }); return }
     if (result === 'attached') ex.onAbort = () => { stream.detach(listener) }
   }
