@@ -180,7 +180,7 @@ async function startWorker (t: Teardown, broker: TestBroker, model: FakeModel, o
   return { worker, link }
 }
 
-interface Reply { v: 1, request_id: string, type: 'chunk' | 'done' | 'error', delta?: string, content?: string, error?: string }
+interface Reply { v: 1, request_id: string, type: 'chunk' | 'done' | 'error', delta?: string, content?: string, error?: string, seq?: number }
 
 interface FakeGateway {
   readonly replyTo: string
@@ -191,6 +191,8 @@ interface FakeGateway {
   final: (requestId: string, timeoutMs?: number) => Promise<Reply>
   /** Until a malformed probe request is answered: the worker's subscription is in place. */
   ready: (until?: () => boolean) => Promise<void>
+  /** Publishes a cancel for a request on llm/chat/cancel, as a gateway does (contract v1.1). */
+  cancel: (requestId: string, reason: string) => void
 }
 
 async function startFakeGateway (t: Teardown, broker: TestBroker): Promise<FakeGateway> {
@@ -222,6 +224,9 @@ async function startFakeGateway (t: Teardown, broker: TestBroker): Promise<FakeG
       return id
     },
     replies,
+    cancel (requestId, reason) {
+      client.publish('llm/chat/cancel', JSON.stringify({ v: 1, request_id: requestId, reason }), { qos: 1 })
+    },
     final: async (id, timeoutMs = 5000) => await waitFor(() => replies(id).find((r) => r.type !== 'chunk'), { timeoutMs, what: `the final reply to ${id}` }),
     async ready (until = () => true) {
       const probes: string[] = []
@@ -372,6 +377,21 @@ t.test('a deadline passing mid-stream aborts the upstream call and nothing more 
   await holdsFor(() => gateway.replies(id).every((r) => r.type === 'chunk'), { forMs: 300, what: 'no final reply after the deadline' })
   t.same(gateway.replies(id).map((r) => r.delta), ['first '])
   t.equal(worker.stats().timedOut, 1)
+})
+
+t.test('a cancel from the gateway aborts the upstream call (the model server sees its connection close) and nothing more is sent', async (t) => {
+  const { gateway, model, worker } = await setup(t, async (call) => {
+    sseHead(call.res)
+    sseDelta(call.res, 'first ')
+    await call.released // never, unless the test ends
+  })
+  const id = gateway.send('long answer')
+  await waitFor(() => gateway.replies(id).length === 1, { what: 'the first chunk' })
+  t.equal(gateway.replies(id)[0]?.seq, 1, 'chunks carry seq')
+  gateway.cancel(id, 'client_cancelled')
+  await waitFor(() => model.calls[0]?.aborted, { what: 'the model server to see its request closed' })
+  await holdsFor(() => gateway.replies(id).length === 1, { forMs: 300, what: 'nothing after the cancel, not even an error' })
+  t.equal(worker.stats().cancelled, 1)
 })
 
 // ---------------------------------------------------------------------------------------------
