@@ -318,6 +318,19 @@ t.test('a worker that sends two chunks and goes silent ends in llm_stalled after
   t.same([history.json[1].status, history.json[1].content], ['stalled', 'one two '])
 })
 
+t.test('a flood of cancels for unknown streams gets one clear error frame each, and other sockets\' chats carry on', async (t) => {
+  const flood = await chatSocket(t)
+  const other = await chatSocket(t)
+  other.send(chat('calm', await gw.sessionId('flood-calm'), 'slow please'))
+  for (let i = 0; i < 30; i++) flood.send({ type: 'cancel', request_id: randomUUID() })
+  await flood.next('30 error frames', () => flood.frames.filter((f) => f.error === 'stream_not_found').length === 30)
+  t.ok(flood.frames.every((f) => f.type === 'error' && f.error === 'stream_not_found'), 'each one answered stream_not_found')
+  flood.send({ type: 'cancel', request_id: 'a/b' })
+  t.match(await flood.next('a bad id', (f) => f.error === 'invalid_request'), { type: 'error' })
+  const { end } = await outcome(other, 'calm')
+  t.equal(end.type, 'done', 'the other socket\'s chat finished')
+})
+
 t.test('a chunk redelivered with the same seq reaches the client once', async (t) => {
   const s = await chatSocket(t)
   s.send(chat('dup', await gw.sessionId('dup'), 'twice please'))
