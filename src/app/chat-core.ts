@@ -50,7 +50,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     idleTimeoutMs: config.chatIdleTimeoutMs,
     resumeGraceMs: config.streamResumeGraceMs,
     clock,
-    onSettled: metrics.chatSettled,
+    // The dispatcher is built below, from the registry: bound late.
+    onSettled: (settlement) => { metrics.chatSettled(settlement); chat.settled(settlement) },
     onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
   })
   const link = createMqttLink({

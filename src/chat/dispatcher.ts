@@ -74,6 +74,12 @@ export interface Dispatcher {
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
   cancel: (requestId: string, reason?: CancelReason) => void
+  /**
+   * Every settlement passes here (the registry's onSettled): one that ended before its worker's
+   * answer publishes the cancel the worker is owed. One function for all requests, not a
+   * closure each: the heap per pending request is a goal.
+   */
+  settled: (settlement: Settlement) => void
   /** The client's connection went; the chat waits for a resume (registry.detach). */
   detach: (requestId: string) => boolean
   /** The client resumed in time (registry.attach). */
@@ -181,21 +187,18 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       if (!link.publish(topics.chatRequest, payload, 1)) {
         throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
       }
-      registry.open(requestId, input.sessionId, options.chatTimeoutMs, {
-        ...callbacks,
-        onSettle: (settlement) => {
-          const reason = cancelCause(settlement)
-          // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel
-          // lost with the link would leave a GPU busy; failing links fail chats with
-          // link_down, which sends none (it could not be published).
-          if (reason !== null && link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: requestId, reason }), 1)) options.onCancelSent?.(reason)
-          callbacks.onSettle(settlement)
-        }
-      }, input.userId)
+      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
       if (wasIdle) link.wake()
       return requestId
     },
     cancel (requestId, reason) { registry.cancel(requestId, reason) },
+    settled (settlement) {
+      const reason = cancelCause(settlement)
+      // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel lost
+      // with the link would leave a GPU busy; a lost link fails its chats with link_down,
+      // which sends none (it could not be published).
+      if (reason !== null && link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: settlement.requestId, reason }), 1)) options.onCancelSent?.(reason)
+    },
     detach: (requestId) => registry.detach(requestId),
     attach: (requestId) => registry.attach(requestId),
     refuseNew () { refusing = true }

@@ -113,9 +113,9 @@ interface Entry {
   callbacks: PendingCallbacks
   /** The highest `seq` the worker sent; a chunk at or below it is a redelivery. */
   workerSeq: number
-  /** Chunks relayed so far, and their text (kept for the partial answer). */
+  /** Chunks relayed so far, and their text (kept for the partial answer; null until the first). */
   relayed: number
-  parts: string[]
+  parts: string[] | null
   /** When the stall bound runs out (epoch ms), 0 when none is armed; its one lazy timer. */
   stallDue: number
   stallTimer: unknown
@@ -231,7 +231,7 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       cause: context.cause,
       cancelReason: context.cancelReason,
       text: context.text,
-      partial: entry.parts.join(''),
+      partial: entry.parts === null ? '' : entry.parts.join(''),
       chunks: entry.relayed,
       startedAt: entry.startedAt,
       settledAt: clock.now()
@@ -252,7 +252,10 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
         const entry = entries.get(context.requestId)
         if (entry === undefined) return
         const seq = ++entry.relayed
-        entry.parts.push(event.delta)
+        // Allocated on the first chunk: ten thousand requests waiting for their first one is the
+        // normal case, and the heap per pending request is a goal (docs/benchmarks.md).
+        if (entry.parts === null) entry.parts = [event.delta]
+        else entry.parts.push(event.delta)
         const onChunk = entry.callbacks.onChunk
         if (onChunk !== undefined) guard('onChunk', () => { onChunk(event.delta, seq) })
       },
@@ -292,7 +295,7 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       if (entries.has(requestId)) throw new Error(`request ${requestId} is already in flight`)
       const actor = createActor(machine, { parent: parent(), input: { requestId } })
       const deadline = clock.setTimeout(() => { actor.send({ type: 'DEADLINE' }) }, timeoutMs)
-      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks, workerSeq: 0, relayed: 0, parts: [], stallDue: 0, stallTimer: null, grace: null })
+      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks, workerSeq: 0, relayed: 0, parts: null, stallDue: 0, stallTimer: null, grace: null })
       perSession.add(sessionId)
       perUser.add(userId)
       actor.start()
