@@ -51,7 +51,10 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     resumeGraceMs: config.streamResumeGraceMs,
     clock,
     // The dispatcher is built below, from the registry: bound late.
-    onSettled: (settlement) => { metrics.chatSettled(settlement); chat.settled(settlement) },
+    // Cancel first: a metrics failure must not keep a worker generating.
+    onSettled: (settlement) => {
+      try { chat.settled(settlement) } finally { metrics.chatSettled(settlement) }
+    },
     onCallbackError: (err, where) => { log.error({ where, err: err instanceof Error ? err.stack : String(err) }, 'pending-request callback threw') }
   })
   const link = createMqttLink({

@@ -73,7 +73,8 @@ export interface Dispatcher {
   holdUser: (userId: string) => () => void
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
-  cancel: (requestId: string, reason?: CancelReason) => void
+  /** False when the chat is no longer in flight. */
+  cancel: (requestId: string, reason?: CancelReason) => boolean
   /**
    * Every settlement passes here (the registry's onSettled): one that ended before its worker's
    * answer publishes the cancel the worker is owed. One function for all requests, not a
@@ -191,7 +192,7 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       if (wasIdle) link.wake()
       return requestId
     },
-    cancel (requestId, reason) { registry.cancel(requestId, reason) },
+    cancel: (requestId, reason) => registry.cancel(requestId, reason),
     settled (settlement) {
       const reason = cancelCause(settlement)
       // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel lost

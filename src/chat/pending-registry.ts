@@ -116,9 +116,10 @@ interface Entry {
   /** Chunks relayed so far, and their text (kept for the partial answer; null until the first). */
   relayed: number
   parts: string[] | null
-  /** When the stall bound runs out (epoch ms), 0 when none is armed; its one lazy timer. */
+  /** When the stall bound runs out (epoch ms), 0 when none is armed; its one lazy timer and when that fires. */
   stallDue: number
   stallTimer: unknown
+  stallTimerAt: number
   grace: unknown
 }
 
@@ -204,14 +205,20 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
     const ms = phase === 'first' ? firstChunkMs : idleMs
     if (ms <= 0) { entry.stallDue = 0; return }
     entry.stallDue = clock.now() + ms
-    if (entry.stallTimer === null) entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, ms)
+    // A later due time is waited out by the running timer; an earlier one (the idle bound
+    // after a longer first-chunk bound) needs the timer moved.
+    if (entry.stallTimer !== null && entry.stallTimerAt <= entry.stallDue) return
+    if (entry.stallTimer !== null) clock.clearTimeout(entry.stallTimer)
+    entry.stallTimerAt = entry.stallDue
+    entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, ms)
   }
   function checkStall (entry: Entry): void {
     entry.stallTimer = null
     if (entry.stallDue === 0) return
     const left = entry.stallDue - clock.now()
-    if (left <= 0) entry.actor.send({ type: 'STALL' })
-    else entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, left)
+    if (left <= 0) { entry.actor.send({ type: 'STALL' }); return }
+    entry.stallTimerAt = entry.stallDue
+    entry.stallTimer = clock.setTimeout(() => { checkStall(entry) }, left)
   }
 
   function release (context: PendingContext, outcome: PendingOutcome): void {
@@ -295,7 +302,7 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       if (entries.has(requestId)) throw new Error(`request ${requestId} is already in flight`)
       const actor = createActor(machine, { parent: parent(), input: { requestId } })
       const deadline = clock.setTimeout(() => { actor.send({ type: 'DEADLINE' }) }, timeoutMs)
-      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks, workerSeq: 0, relayed: 0, parts: null, stallDue: 0, stallTimer: null, grace: null })
+      entries.set(requestId, { actor, deadline, sessionId, userId, startedAt: clock.now(), callbacks, workerSeq: 0, relayed: 0, parts: null, stallDue: 0, stallTimer: null, stallTimerAt: 0, grace: null })
       perSession.add(sessionId)
       perUser.add(userId)
       actor.start()

@@ -23,6 +23,8 @@ export interface StreamListener {
   start?: () => void
   chunk: (delta: string, seq: number) => void
   end: (end: StreamEnd) => void
+  /** Another connection resumed the stream: this one gets nothing more and should let go. */
+  replaced?: () => void
 }
 
 export type AttachResult = 'attached' | 'ended' | 'not_replayable' | 'beyond_end'
@@ -49,7 +51,8 @@ export interface Stream {
 export interface StreamChats {
   detach: (requestId: string) => boolean
   attach: (requestId: string) => boolean
-  cancel: (requestId: string, reason: 'client_cancelled') => void
+  /** False when the chat had already ended (its end may still be on its way, e.g. being stored). */
+  cancel: (requestId: string, reason: 'client_cancelled') => boolean
 }
 
 export interface StreamStoreOptions {
@@ -81,6 +84,8 @@ interface Entry extends Stream {
   ownerId: string | null
   parts: string[] | null
   partBytes: number
+  /** Bytes the end holds (a done's whole answer), counted while the stream is kept. */
+  endBytes: number
   end: StreamEnd | null
   listener: StreamListener | null
   /** The chat was detached (or cancelled) before it was submitted; do it once it is. */
@@ -97,7 +102,16 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
   const { clock } = options
   const streams = new Map<string, Entry>()
   // Finished streams in the order they finished: the sweep and the eviction take the oldest.
-  const finished: Entry[] = []
+  // A queue with a head index: Array.shift() copies large arrays (60,000 finished streams at
+  // 1,000 chats/s), and this is walked once a second.
+  let finished: Entry[] = []
+  let head = 0
+  const finishedCount = (): number => finished.length - head
+  function takeOldest (): Entry {
+    const entry = finished[head++] as Entry
+    if (head > 1024 && head * 2 > finished.length) { finished = finished.slice(head); head = 0 }
+    return entry
+  }
   let bytes = 0
   let sweeper: unknown = null
 
@@ -110,18 +124,35 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
 
   function remove (entry: Entry): void {
     dropBuffer(entry)
-    streams.delete(entry.requestId)
+    bytes -= entry.endBytes
+    entry.endBytes = 0
+    if (streams.get(entry.requestId) === entry) streams.delete(entry.requestId)
   }
 
-  /** Makes room for `need` bytes: finished streams first, oldest first. */
+  /** Bytes the finished streams hold: what evicting all of them could free. */
+  let finishedBytes = 0
+
+  /**
+   * Makes room for `need` bytes by dropping finished streams, oldest first, only when that can
+   * make it fit: a chunk that cannot fit anyway must not wipe every other user's finished
+   * streams on its way to losing its own buffer.
+   */
   function makeRoom (need: number): boolean {
-    while (bytes + need > options.maxBytes && finished.length > 0) remove(finished.shift() as Entry)
+    if (bytes + need <= options.maxBytes) return true
+    if (bytes - finishedBytes + need > options.maxBytes) return false
+    while (bytes + need > options.maxBytes && finishedCount() > 0) evict(takeOldest())
     return bytes + need <= options.maxBytes
+  }
+
+  function evict (entry: Entry): void {
+    if (!streams.has(entry.requestId)) return
+    finishedBytes -= entry.partBytes + entry.endBytes
+    remove(entry)
   }
 
   function sweep (): void {
     const now = clock.now()
-    while (finished.length > 0 && (finished[0] as Entry).expiresAt <= now) remove(finished.shift() as Entry)
+    while (finishedCount() > 0 && (finished[head] as Entry).expiresAt <= now) evict(takeOldest())
     sweeper = clock.setTimeout(sweep, 1000)
   }
 
@@ -130,11 +161,19 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
     entry.end = end
     ;(entry as { settled: boolean }).settled = true
     const listener = entry.listener
-    if (end === null) {
-      // Ended with nobody to tell (the client left and did not come back): nothing to resume.
+    // Nothing is kept of a finished stream's connection.
+    entry.listener = null
+    if (end === null || !entry.submittedYet) {
+      // Ended with nobody to tell (the client left and did not come back), or refused before it
+      // was ever published (a cap, an unknown session): nothing to resume.
       remove(entry)
     } else {
       entry.expiresAt = clock.now() + options.retainMs
+      if (end.type === 'done') {
+        entry.endBytes = sizeOf(end.content)
+        bytes += entry.endBytes
+      }
+      finishedBytes += entry.partBytes + entry.endBytes
       finished.push(entry)
     }
     if (end !== null && listener !== null) listener.end(end)
@@ -191,6 +230,7 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
         chunks: 0,
         parts: [] as string[] | null,
         partBytes: 0,
+        endBytes: 0,
         end: null,
         listener,
         detachOnSubmit: false,
@@ -206,7 +246,9 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
         for (let seq = afterSeq + 1; seq <= entry.chunks; seq++) next.chunk(parts[seq - 1] as string, seq)
         if (entry.end !== null) { next.end(entry.end); return 'ended' }
         const wasAway = entry.listener === null
+        const previous = entry.listener
         entry.listener = next
+        previous?.replaced?.()
         if (wasAway) {
           if (entry.submittedYet) options.chats.attach(requestId)
           else entry.detachOnSubmit = false
@@ -215,9 +257,9 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
       }
       entry.cancel = () => {
         if (entry.settled) return 'already_settled'
-        if (entry.submittedYet) options.chats.cancel(requestId, 'client_cancelled')
-        else entry.cancelOnSubmit = true
-        return 'cancelled'
+        if (!entry.submittedYet) { entry.cancelOnSubmit = true; return 'cancelled' }
+        // False: the chat has ended and its end is on its way (a done being stored).
+        return options.chats.cancel(requestId, 'client_cancelled') ? 'cancelled' : 'already_settled'
       }
       entry.detach = (gone) => {
         if (entry.listener !== gone || entry.settled) return

@@ -44,13 +44,14 @@ const migrations: Record<string, Migration> = {
     }
   },
   // Partial answers (contract v1.1): an assistant turn keeps the text the user saw and says how
-  // it ended. A constant default adds the column without rewriting the table (PostgreSQL 11+).
+  // it ended. A constant default adds the column without rewriting the table (PostgreSQL 11+);
+  // the check is added NOT VALID and validated apart, so the scan of existing rows holds only a
+  // SHARE UPDATE EXCLUSIVE lock and chats go on meanwhile.
   '0002_message_status': {
     async up (db: Kysely<any>) {
-      await db.schema.alterTable('chat_messages')
-        .addColumn('status', 'text', (c) => c.notNull().defaultTo('complete')
-          .check(sql`status IN ('complete', 'cancelled', 'stalled', 'timed_out', 'failed', 'interrupted')`))
-        .execute()
+      await db.schema.alterTable('chat_messages').addColumn('status', 'text', (c) => c.notNull().defaultTo('complete')).execute()
+      await sql`ALTER TABLE chat_messages ADD CONSTRAINT chat_messages_status_check CHECK (status IN ('complete', 'cancelled', 'stalled', 'timed_out', 'failed', 'interrupted')) NOT VALID`.execute(db)
+      await sql`ALTER TABLE chat_messages VALIDATE CONSTRAINT chat_messages_status_check`.execute(db)
     },
     async down (db: Kysely<any>) {
       await db.schema.alterTable('chat_messages').dropColumn('status').execute()

@@ -218,6 +218,11 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
       return
     }
+    // A QoS 1 redelivery of a request already taken: the first one answers it.
+    if (byId.has(request.request_id)) {
+      log.debug({ request_id: request.request_id }, 'duplicate request dropped')
+      return
+    }
     const left = request.deadline - clock.now()
     if (left <= 0) {
       counts.expired++

@@ -62,6 +62,10 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
   function listenerFor (ws: WebSocket<ChatSocketData>, id: string, requestId: string): StreamListener {
     const listener: StreamListener = {
       chunk: (delta, seq) => { send(ws, { type: 'chunk', id, request_id: requestId, seq, delta }) },
+      replaced: () => {
+        const data = ws.getUserData()
+        if (data.chats.get(id)?.listener === listener) data.chats.delete(id)
+      },
       end: (end) => {
         const data = ws.getUserData()
         if (data.chats.get(id)?.listener === listener) data.chats.delete(id)
@@ -79,6 +83,9 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       return
     }
     const data = ws.getUserData()
+    for (const { stream } of data.chats.values()) {
+      if (stream !== null && stream.requestId === requestId) { reject(ws, 'invalid', `This socket already follows request ${requestId}.`, id); return }
+    }
     const listener = listenerFor(ws, id, requestId)
     // Followed before the replay: a stream that has ended ends (and is forgotten) inside it.
     const followed: Followed = { stream: null as unknown as Stream, listener }
@@ -140,8 +147,13 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       socketClosed(ws, deps, code, message, (data) => {
         const followed = [...data.chats.values()]
         data.chats.clear()
-        // Not cancelled: each chat waits STREAM_RESUME_GRACE_MS for its client to resume it.
-        for (const { stream, listener } of followed) stream.detach(listener)
+        // Not cancelled: each chat waits STREAM_RESUME_GRACE_MS for its client to resume it —
+        // unless this instance is shutting down, where nobody could resume it.
+        const shuttingDown = data.closedBy === 'shutting_down'
+        for (const { stream, listener } of followed) {
+          if (shuttingDown) deps.chat.cancel(stream.requestId)
+          else stream.detach(listener)
+        }
       })
     }
   }

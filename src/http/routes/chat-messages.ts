@@ -42,6 +42,8 @@ export function eventStreamListener (deps: Pick<ChatRouteDeps, 'hooks' | 'log' |
   const events = openEventStream(deps.hooks, ex, deps.sse)
   return {
     start: () => { events.event('start', { request_id: requestId }) },
+    // Another connection resumed the stream: this response ends (the client has moved on).
+    replaced: () => { events.end(200) },
     chunk: (delta, seq) => { events.event('chunk', { delta, seq }, seq) },
     end: (end) => {
       if (end.type === 'done') {

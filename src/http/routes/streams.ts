@@ -5,7 +5,7 @@
  * `POST /api/chatbot/messages/:request_id/cancel` is the Stop button (200, 404, 409).
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
-import type { StreamStore } from '../../chat/stream-store.js'
+import type { Stream, StreamStore } from '../../chat/stream-store.js'
 import { TetherError } from '../../errors.js'
 import { idRule, isValidId } from '../../ids.js'
 import { openExchange, sendError } from '../exchange.js'
@@ -38,12 +38,18 @@ export function resumeStreamHandler (deps: StreamRouteDeps): (res: HttpResponse,
     if (!isValidId(requestId)) { sendError(deps.hooks, ex, 'invalid_request', { message: `${idRule('request_id')}.` }); return }
     if (after === null) { sendError(deps.hooks, ex, 'invalid_request', { message: 'Last-Event-ID must be a whole number >= 0 (the last chunk id received).' }); return }
     const listener = eventStreamListener(deps, ex, requestId, null)
+    // Set before the replay: a replay past SSE_MAX_BACKPRESSURE closes the connection inside it.
+    let attachedTo: Stream | null = null
+    ex.onAbort = () => { attachedTo?.detach(listener) }
     // Nothing is written unless the whole rest can be: the answers below are still plain.
     const resumed = deps.streams.resume(requestId, user?.userId ?? null, listener, after)
     if (resumed === 'not_found' || resumed.result === 'not_replayable') { sendError(deps.hooks, ex, 'stream_not_found'); return }
     const { stream, result } = resumed
     if (result === 'beyond_end') { sendError(deps.hooks, ex, 'invalid_request', { message: `Last-Event-ID ${after} is beyond the last chunk sent (${stream.chunks}).` }); return }
-    if (result === 'attached') ex.onAbort = () => { stream.detach(listener) }
+    if (result === 'attached') {
+      attachedTo = stream
+      if (ex.aborted) stream.detach(listener)
+    }
   }
 }
 
