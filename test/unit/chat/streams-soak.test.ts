@@ -33,7 +33,7 @@ t.test('10,000 streams with random drops, resumes, cancels and stalls leave noth
   const random = seeded(11)
   const registry = createPendingRegistry({ maxPending: N, maxPendingPerSession: N, clock, idleTimeoutMs: IDLE_MS, resumeGraceMs: GRACE_MS })
   const store = createStreamStore({
-    chats: { detach: registry.detach, attach: registry.attach, cancel: (id, reason) => { registry.cancel(id, reason) } },
+    chats: { detach: registry.detach, attach: registry.attach, cancel: (id, reason) => registry.cancel(id, reason) },
     clock,
     retainMs: RETAIN_MS,
     maxBytes: 4 * 1024 * 1024,
