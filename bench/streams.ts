@@ -124,14 +124,17 @@ async function resumePhase (port: number): Promise<LatencySummary> {
   return latencies.summary()
 }
 
-async function cancelPhase (port: number, cancelledAt: Map<string, number>): Promise<LatencySummary> {
+async function cancelPhase (port: number, cancelledAt: Map<string, number>): Promise<{ worker: LatencySummary, client: LatencySummary }> {
   const ids: string[] = []
   const firstChunk = new Set<string>()
   const sockets: WebSocket[] = []
+  // When the client heard its chat end with `cancelled`: the gateway's side alone, no MQTT.
+  const endedAt = new Map<string, number>()
   for (let i = 0; i < CANCELS; i++) {
     sockets.push(await socket(port, (f) => {
       if (f.type === 'start') ids[i] = f.request_id
       if (f.type === 'chunk') firstChunk.add(f.request_id)
+      if (f.type === 'error' && f.error === 'cancelled') endedAt.set(f.request_id, now())
     }))
     sockets[i]?.send(JSON.stringify({ type: 'chat', id: 'c', session_id: `cancel-${i}`, content: 'cancel me' }))
   }
@@ -142,11 +145,15 @@ async function cancelPhase (port: number, cancelledAt: Map<string, number>): Pro
     sentAt.set(id, now())
     sockets[i]?.send(JSON.stringify({ type: 'cancel', request_id: id }))
   }
-  await until('every cancel at the worker', () => ids.every((id) => cancelledAt.has(id)))
-  const latencies = new LatencyRecorder()
-  for (const id of ids) latencies.add((cancelledAt.get(id) as number) - (sentAt.get(id) as number))
+  await until('every cancel at the worker and every cancelled frame at its client', () => ids.every((id) => cancelledAt.has(id) && endedAt.has(id)))
+  const worker = new LatencyRecorder()
+  const client = new LatencyRecorder()
+  for (const id of ids) {
+    worker.add((cancelledAt.get(id) as number) - (sentAt.get(id) as number))
+    client.add((endedAt.get(id) as number) - (sentAt.get(id) as number))
+  }
   for (const ws of sockets) ws.terminate()
-  return latencies.summary()
+  return { worker: worker.summary(), client: client.summary() }
 }
 
 async function replayPhase (port: number, pid: number): Promise<{ streams: number, buffer_bytes: number, rss_before_bytes: number, rss_after_bytes: number, rss_per_stream_bytes: number }> {
@@ -212,7 +219,7 @@ async function main (): Promise<number> {
   log(`${TAG}: resume phase, ${RESUMES} streams`)
   const resume = await resumePhase(gateway.port)
   log(`${TAG}: cancel phase, ${CANCELS} chats`)
-  const cancel = await cancelPhase(gateway.port, cancelledAt)
+  const { worker: cancel, client: cancelEcho } = await cancelPhase(gateway.port, cancelledAt)
   log(`${TAG}: replay memory, ${REPLAY_STREAMS} streams of ${REPLAY_BYTES} B`)
   const replay = await replayPhase(gateway.port, pid)
   const loadAfter = loadAverage1m()
@@ -233,6 +240,7 @@ async function main (): Promise<number> {
     '|---|---:|---:|---:|---:|---:|',
     `| resume sent -> first replayed chunk | ${resume.count} | ${round3(resume.p50_ms)} | ${round3(resume.p90_ms)} | ${round3(resume.p99_ms)} | ${round3(resume.max_ms)} |`,
     `| cancel sent -> worker receives llm/chat/cancel | ${cancel.count} | ${round3(cancel.p50_ms)} | ${round3(cancel.p90_ms)} | ${round3(cancel.p99_ms)} | ${round3(cancel.max_ms)} |`,
+    `| cancel sent -> client's \`cancelled\` frame (no MQTT) | ${cancelEcho.count} | ${round3(cancelEcho.p50_ms)} | ${round3(cancelEcho.p90_ms)} | ${round3(cancelEcho.p99_ms)} | ${round3(cancelEcho.max_ms)} |`,
     '',
     `Replay buffers: ${replay.streams} streams kept, ${REPLAY_STREAMS} of them in flight holding ${REPLAY_BYTES} B of text each: tether_stream_buffer_bytes +${replay.buffer_bytes} (UTF-16), gateway RSS ${Math.round(replay.rss_before_bytes / 1048576)} -> ${Math.round(replay.rss_after_bytes / 1048576)} MB, ${replay.rss_per_stream_bytes} B per stream (buffer, pending request and socket bookkeeping together).`,
     '',
@@ -241,7 +249,7 @@ async function main (): Promise<number> {
     ...goals.map((g) => `| ${g.goal} | ${g.target} | ${g.measured} | ${g.pass ? 'PASS' : 'FAIL'} |`)
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
-  const file = writeResults('streams', startedAt, { startedAt, machine, resume, cancel, replay, goals, loadBefore, loadAfter })
+  const file = writeResults('streams', startedAt, { startedAt, machine, resume, cancel, cancelEcho, replay, goals, loadBefore, loadAfter })
   log(`${TAG}: results in ${file}`)
   await run.cleanUp()
   run.disarm()
