@@ -205,6 +205,7 @@ async function main (): Promise<number> {
     label: 'relay',
     logFile: join(dir, 'gateway.log'),
     readyTimeoutMs: common.readyTimeoutMs,
+    nodeArgs: r.words('BENCH_GATEWAY_NODE_ARGS'),
     env: (port) => ({
       ...linkEnv({ port, mqttUrl: broker.url, prefix: TOPIC_PREFIX, databaseUrl: database.url, dataDir: dir, authSecret: randomBytes(32).toString('hex'), chatMode: 'relay' }),
       ...LIMITS_LIFTED,
