@@ -52,8 +52,8 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     statementTimeoutMs: options.statementTimeoutMs,
     idleInTxTimeoutMs: options.idleInTxTimeoutMs,
     ...(options.onAcquire !== undefined ? { onAcquire: options.onAcquire } : {}),
-    onUnavailable: (err) => { monitor?.markDown(err) },
-    onSuccess: () => { monitor?.markUp() },
+    onUnavailable: (err, startedAt) => { monitor?.markDown(err, startedAt) },
+    onSuccess: (startedAt) => { monitor?.markUp(startedAt) },
     onIdleError: (err) => { log.warn({ err: err.message }, 'idle database connection failed; it will be replaced') }
   })
 

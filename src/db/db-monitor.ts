@@ -2,6 +2,11 @@
  * Whether the database is usable, for health and readiness. Query outcomes update it as
  * they happen; a probe (SELECT 1) every DB_HEALTH_INTERVAL_MS notices recovery even when
  * readiness has turned traffic away. The probe is started by start() and stopped by stop().
+ *
+ * Outcomes arrive in the order operations end, not the order they began: after a freeze
+ * thaws, a query that started during it can still fail (its own timeout) after newer ones
+ * succeeded. A failure of an operation that began before the latest success is stale
+ * evidence and does not turn the status down again (readiness would flap to 503 otherwise).
  */
 import { sql, type Kysely } from 'kysely'
 import type { Clock } from '../clock.js'
@@ -12,8 +17,9 @@ export type DbStatus = 'up' | 'down'
 export interface DbMonitor {
   start: () => void
   stop: () => void
-  markUp: () => void
-  markDown: (err: unknown) => void
+  /** startedAt: performance.now() when the operation began; now if omitted. */
+  markUp: (startedAt?: number) => void
+  markDown: (err: unknown, startedAt?: number) => void
   readonly status: DbStatus
   /** Epoch ms since when the database has been down, or null. */
   readonly downSince: number | null
@@ -35,8 +41,11 @@ export function createDbMonitor (options: {
   let timer: unknown = null
   let running = false
   let probing = false
+  // Start time of the most recent successful operation (performance.now()).
+  let lastSuccessStartedAt = -Infinity
 
-  function markUp (): void {
+  function markUp (startedAt: number = performance.now()): void {
+    if (startedAt > lastSuccessStartedAt) lastSuccessStartedAt = startedAt
     if (status === 'up') return
     log.info({ down_ms: downSince === null ? 0 : clock.now() - downSince }, 'database reachable again')
     status = 'up'
@@ -44,7 +53,11 @@ export function createDbMonitor (options: {
     lastError = null
   }
 
-  function markDown (err: unknown): void {
+  function markDown (err: unknown, startedAt: number = performance.now()): void {
+    if (startedAt < lastSuccessStartedAt) {
+      log.debug({ err: err instanceof Error ? err.message : String(err) }, 'database failure of an operation older than the latest success: ignored')
+      return
+    }
     lastError = err instanceof Error ? err.message : String(err)
     if (status === 'down') return
     status = 'down'
@@ -62,10 +75,11 @@ export function createDbMonitor (options: {
     // One probe at a time: a hung server must not pile them up (each is bounded by the pool's timeouts).
     if (probing) { schedule(); return }
     probing = true
+    const startedAt = performance.now()
     const before = options.beforeProbe?.() ?? Promise.resolve()
     before.then(async () => await sql`SELECT 1`.execute(options.db)).then(
-      () => { probing = false; markUp(); schedule() },
-      (err: unknown) => { probing = false; markDown(err); schedule() }
+      () => { probing = false; markUp(startedAt); schedule() },
+      (err: unknown) => { probing = false; markDown(err, startedAt); schedule() }
     )
   }
 

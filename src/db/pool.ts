@@ -20,8 +20,9 @@ export interface DbPoolOptions {
   /** Seconds spent waiting for a connection, for the acquire-latency histogram. */
   onAcquire?: (seconds: number) => void
   /** The server or a connection to it failed (not a statement timeout, constraint or syntax error). */
-  onUnavailable?: (err: unknown) => void
-  onSuccess?: () => void
+  /** startedAt: performance.now() when the failed operation began (outcomes arrive out of order). */
+  onUnavailable?: (err: unknown, startedAt: number) => void
+  onSuccess?: (startedAt: number) => void
   /** An idle pooled connection died (the server restarted, say); pg would throw it otherwise. */
   onIdleError?: (err: Error) => void
 }
@@ -59,7 +60,7 @@ export function createDbPool (options: DbPoolOptions): DbPool {
       try {
         client = await pool.connect()
       } catch (err) {
-        if (!exhausted) options.onUnavailable?.(err)
+        if (!exhausted) options.onUnavailable?.(err, started)
         throw err
       } finally {
         options.onAcquire?.((performance.now() - started) / 1000)
@@ -72,21 +73,22 @@ export function createDbPool (options: DbPoolOptions): DbPool {
       // would otherwise be an uncaught 'error' event and end the process.
       const onError = (err: Error): void => {
         broken = true
-        options.onUnavailable?.(err)
+        options.onUnavailable?.(err, performance.now())
       }
       client.on('error', onError)
       return {
         query: (async (sqlText: string, parameters: readonly unknown[]) => {
+          const queryStarted = performance.now()
           try {
             const result = await client.query(sqlText, parameters as unknown[])
-            options.onSuccess?.()
+            options.onSuccess?.(queryStarted)
             return result
           } catch (err) {
             // A statement timeout (57014) is the caller's 503 but says nothing about the
             // server or this connection; a connection-level failure says both.
             if (isConnectionFailure(err)) {
               broken = true
-              options.onUnavailable?.(err)
+              options.onUnavailable?.(err, queryStarted)
             }
             throw err
           }
