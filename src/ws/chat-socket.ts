@@ -18,12 +18,13 @@ import { parseFrame, type FrameReason } from './frames.js'
 import { socketClosed, strike, tooBig, type EndpointDeps } from './endpoint.js'
 import { socketLimits, type SocketData } from './socket-registry.js'
 import { upgradeHandler } from './upgrade.js'
+import { createOutbox, type OutboxData } from './outbox.js'
 import { ROUTES } from '../http/route-table.js'
 
 /** A chat this socket follows: its stream and the listener that writes its frames here. */
 interface Followed { stream: Stream, listener: StreamListener }
 
-export interface ChatSocketData extends SocketData {
+export interface ChatSocketData extends SocketData, OutboxData {
   endpoint: 'chat'
   /** Chats followed on this socket, by the client's id. */
   chats: Map<string, Followed>
@@ -34,19 +35,14 @@ export interface ChatSocketDeps extends RunChatDeps, EndpointDeps {
   streams: StreamStore
 }
 
-/** Frames are sent from MQTT and database callbacks, outside uWS's own: corked, as uWS requires there. */
-function send (ws: WebSocket<ChatSocketData>, frame: unknown): void {
-  if (ws.getUserData().closed) return
-  const text = JSON.stringify(frame)
-  ws.cork(() => { ws.send(text) })
-}
-
 /** Whose streams this socket may resume and cancel: its user's; in relay mode anyone's it can name. */
 function ownerOf (data: ChatSocketData): string | null {
   return data.userId === '' ? null : data.userId
 }
 
 export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketData> {
+  const { send } = createOutbox()
+
   function reject (ws: WebSocket<ChatSocketData>, reason: FrameReason, message: string, id?: string): void {
     if (strike(ws, deps, reason)) return
     send(ws, { type: 'error', ...(id !== undefined ? { id } : {}), error: 'invalid_request', message })
@@ -90,7 +86,13 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
     // Followed before the replay: a stream that has ended ends (and is forgotten) inside it.
     const followed: Followed = { stream: null as unknown as Stream, listener }
     data.chats.set(id, followed)
-    const resumed = deps.streams.resume(requestId, ownerOf(data), listener, afterSeq)
+    data.replay = 'first'
+    let resumed: ReturnType<StreamStore['resume']>
+    try {
+      resumed = deps.streams.resume(requestId, ownerOf(data), listener, afterSeq)
+    } finally {
+      data.replay = 'off'
+    }
     if (resumed !== 'not_found') followed.stream = resumed.stream
     if (resumed !== 'not_found' && (resumed.result === 'attached' || resumed.result === 'ended')) { data.strikes = 0; return }
     if (data.chats.get(id) === followed) data.chats.delete(id)
@@ -112,7 +114,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
       route: ROUTES.chatSocket.path,
       params: 0,
       check ({ user }) {
-        return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map<string, Followed>(), strikes: 0 }
+        return { endpoint: 'chat', userId: user?.userId ?? '', expiresAt: user?.expiresAt ?? 0, closed: false, closedBy: null, chats: new Map<string, Followed>(), strikes: 0, outbox: null, replay: 'off' }
       }
     }),
     open (ws) {

@@ -22,3 +22,11 @@ t.test('an error body has the contract shape', async (t) => {
   t.equal(err.status, 429)
   t.equal(err.retryAfterS, 3)
 })
+
+t.test('a TetherError is an answer: it carries no stack frames, and leaves the stack limit as it was', async (t) => {
+  const before = Error.stackTraceLimit
+  const err = new TetherError('cancelled')
+  t.equal(err.stack?.split('\n').length, 1, 'the stack is the header line only')
+  t.equal(Error.stackTraceLimit, before)
+  t.ok((new Error('bug').stack?.split('\n').length ?? 0) > 1, 'other errors still capture their frames')
+})
