@@ -126,7 +126,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const owners = createSessionOwners()
     const persistence = config.chatMode === 'relay'
       ? relayChats
-      : storedChats(chats, owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(threads, { maxTokens: config.historyMaxTokens, log }))
+      : storedChats(chats, migrated(() => database.writes), owners, config.historyMaxMessages, config.historyMaxChars, createHistoryTrimmer(threads, { maxTokens: config.historyMaxTokens, log }))
     const cors = createCors(config.corsOrigins)
     const hooks: ExchangeHooks = {
       onResponse: metrics.httpResponse,

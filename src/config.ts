@@ -68,6 +68,8 @@ export interface Config extends MqttLinkSettings {
   readonly dbStatementTimeoutMs: number
   readonly dbIdleInTxTimeoutMs: number
   readonly dbHealthIntervalMs: number
+  readonly dbWriteBatchMax: number
+  readonly dbWriteQueueMax: number
   /** undefined: generated and kept under dataDir (refused when production). */
   readonly authSecret: string | undefined
   readonly authTokenTtlS: number
@@ -257,6 +259,8 @@ export const SETTINGS = [
   s({ env: 'DB_ACQUIRE_TIMEOUT_MS', key: 'dbAcquireTimeoutMs', fallback: 2000, example: '2000', parse: int(50, 600_000), doc: 'Longest wait for a pool connection; then `503 db_unavailable`.' }),
   s({ env: 'DB_STATEMENT_TIMEOUT_MS', key: 'dbStatementTimeoutMs', fallback: 5000, example: '5000', parse: int(50, 3_600_000), doc: '`statement_timeout` on every connection, and a client-side bound 1 s above it for a server that stops answering.' }),
   s({ env: 'DB_IDLE_IN_TX_TIMEOUT_MS', key: 'dbIdleInTxTimeoutMs', fallback: 10_000, example: '10000', parse: int(100, 3_600_000), doc: '`idle_in_transaction_session_timeout` on every connection.' }),
+  s({ env: 'DB_WRITE_BATCH_MAX', key: 'dbWriteBatchMax', fallback: 256, example: '256', parse: int(1, 10_000), doc: 'Most chat writes (user turns, answers, partial answers) group-committed in one statement; the next batch gathers while one commits.' }),
+  s({ env: 'DB_WRITE_QUEUE_MAX', key: 'dbWriteQueueMax', fallback: 10_000, example: '10000', parse: int(1, 1_000_000), doc: 'Chat writes waiting for a batch before a new chat is refused at once with `503 overloaded`; answers to chats already accepted are always queued.' }),
   s({ env: 'DB_HEALTH_INTERVAL_MS', key: 'dbHealthIntervalMs', fallback: 2000, example: '2000', parse: int(100, 600_000), doc: 'How often the database is probed, so recovery is seen even with no traffic.' }),
   s({ env: 'AUTH_SECRET', key: 'authSecret', fallback: undefined, example: '$(openssl rand -hex 32)', parse: secret, defaultDoc: '(generated)', doc: 'HMAC-SHA256 key for tokens, at least 32 characters. Required with `NODE_ENV=production`; otherwise generated once and kept in `DATA_DIR/auth-secret`.' }),
   s({ env: 'AUTH_TOKEN_TTL_S', key: 'authTokenTtlS', fallback: 86_400, example: '86400', parse: int(60, 31_536_000), doc: 'Lifetime of a login token.' }),

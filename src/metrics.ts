@@ -21,6 +21,10 @@ export interface Metrics {
   replyDropped: (reason: ReplyDrop) => void
   httpResponse: (route: string, status: number) => void
   dbAcquired: (seconds: number) => void
+  /** A group-committed batch of chat writes (size, seconds to commit). */
+  dbWriteBatch: (size: number, seconds: number) => void
+  /** A batch that failed on one write's data, run again one write at a time. */
+  dbWriteSplit: (size: number) => void
   wsOpened: (endpoint: 'hints' | 'chat') => void
   wsClosed: (endpoint: 'hints' | 'chat', reason: string) => void
   wsRefused: (endpoint: 'hints' | 'chat', status: number) => void
@@ -42,7 +46,7 @@ export interface Metrics {
 
 export const HANDLER_NAMES = ['ws_upgrade', 'ws_open', 'ws_message', 'ws_drain', 'ws_close', 'mqtt_message'] as const
 export type HandlerName = typeof HANDLER_NAMES[number]
-export const LIMIT_NAMES = ['pending_total', 'pending_session', 'pending_user', 'session_create', 'ws_user', 'register_address', 'register_share'] as const
+export const LIMIT_NAMES = ['pending_total', 'pending_session', 'pending_user', 'session_create', 'ws_user', 'register_address', 'register_share', 'db_write_queue'] as const
 export type LimitName = typeof LIMIT_NAMES[number]
 
 /** prom-client defaults that fail the Prometheus naming lint, and the gauge each sums. */
@@ -209,6 +213,42 @@ export function createMetrics (): Metrics {
     registers: [registry]
   })
 
+  const writeBatchSize = new Histogram({
+    name: 'tether_db_write_batch_size',
+    help: 'Chat writes (user turns, answers, partial answers) per group-committed statement.',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    registers: [registry]
+  })
+  const writeBatchSeconds = new Histogram({
+    name: 'tether_db_write_batch_duration_seconds',
+    help: 'Time from sending a batch of chat writes to its commit.',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry]
+  })
+  const writeSplits = new Counter({
+    name: 'tether_db_write_batch_splits_total',
+    help: 'Batches that failed on one write\'s data and were run again one write at a time (only the writes at fault fail).',
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_db_write_queue',
+    help: 'Chat writes waiting for a batch (queued) and in the batch being committed (committing).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      const w = sources?.db().writes
+      if (w === undefined) return
+      this.set({ state: 'queued' }, w.queued)
+      this.set({ state: 'committing' }, w.committing)
+    }
+  })
+  new Gauge({
+    name: 'tether_db_write_queue_max',
+    help: 'DB_WRITE_QUEUE_MAX: queued chat writes beyond which one more is refused with 503 overloaded.',
+    registers: [registry],
+    collect () { this.set(sources?.db().writes?.maxQueued ?? 0) }
+  })
+
   new Gauge({
     name: 'tether_ws_connections',
     help: 'Open WebSockets by endpoint (hints, chat).',
@@ -281,6 +321,8 @@ export function createMetrics (): Metrics {
     cancelSent (reason) { cancelsSent.inc({ reason }) },
     statePublished () { states.inc() },
     dbAcquired (seconds) { acquire.observe(seconds) },
+    dbWriteBatch (size, seconds) { writeBatchSize.observe(size); writeBatchSeconds.observe(seconds) },
+    dbWriteSplit () { writeSplits.inc() },
     registry,
     setSources (s) { sources = s },
     linkTransition (from, to) {

@@ -26,6 +26,8 @@ export interface DbView {
   reachable: boolean
   downSince: number | null
   pool: { total: number, idle: number, waiting: number, checkedOut: number }
+  /** Group-committed chat writes: waiting, in the batch being committed, and the bound on waiting. */
+  writes: { queued: number, committing: number, maxQueued: number }
 }
 
 export interface RuntimeView {

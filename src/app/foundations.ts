@@ -79,9 +79,14 @@ export async function startFoundations ({ config, log, clock, metrics, stack, pe
     statementTimeoutMs: config.dbStatementTimeoutMs,
     idleInTxTimeoutMs: config.dbIdleInTxTimeoutMs,
     healthIntervalMs: config.dbHealthIntervalMs,
+    writeBatchMax: config.dbWriteBatchMax,
+    writeQueueMax: config.dbWriteQueueMax,
     clock,
     log,
-    onAcquire: metrics.dbAcquired
+    onAcquire: metrics.dbAcquired,
+    onWriteBatch: metrics.dbWriteBatch,
+    onWriteSplit: metrics.dbWriteSplit,
+    onWriteRefused: () => { metrics.limitRefused('db_write_queue') }
   })
   stack.push('database', database.close)
   const threads = createThreadPool({

@@ -45,7 +45,8 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
       status: !database.ready ? 'migrating' : database.monitor.status,
       reachable: database.monitor.status === 'up',
       downSince: database.monitor.downSince,
-      pool: database.stats()
+      pool: database.stats(),
+      writes: { queued: database.writes.queued, committing: database.writes.committing, maxQueued: database.writeQueueMax }
     })
   }
 }

@@ -6,6 +6,7 @@
  * checked — for trusted networks.
  */
 import type { ChatStore } from '../db/chat-store.js'
+import type { ChatWrites } from '../db/chat-writes.js'
 import type { MessageStatus } from '../db/schema.js'
 import { trimToChars } from './history-budget.js'
 import type { HistoryTurn } from '../mqtt/protocol.js'
@@ -26,7 +27,8 @@ export interface ChatPersistence {
   finish: (sessionId: string, content: string, requestId: string, status?: MessageStatus) => Promise<string>
 }
 
-export function storedChats (chats: () => ChatStore, owners: SessionOwners, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
+/** `chats` answers ownership lookups; `writes` stores the turns, group-committed (db/chat-writes.ts). */
+export function storedChats (chats: () => ChatStore, writes: () => ChatWrites, owners: SessionOwners, historyMaxMessages: number, historyMaxChars: number, tokens?: HistoryTrimmer): ChatPersistence {
   return {
     requiresAuth: true,
     owns (userId, sessionId) {
@@ -39,12 +41,12 @@ export function storedChats (chats: () => ChatStore, owners: SessionOwners, hist
       }
     },
     async begin (userId, sessionId, content) {
-      const begun = await chats().beginChat(userId, sessionId, content, historyMaxMessages)
+      const begun = await writes().beginChat(userId, sessionId, content, historyMaxMessages)
       if (begun === null) return null
       const history = trimToChars(begun.history, historyMaxChars)
       return { history: tokens === undefined ? history : await tokens.trim(history) }
     },
-    async finish (sessionId, content, _requestId, status) { return (await chats().finishChat(sessionId, content, status)).id }
+    async finish (sessionId, content, _requestId, status) { return (await writes().finishChat(sessionId, content, status)).id }
   }
 }
 

@@ -8,6 +8,7 @@ import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import { createAccounts, type Accounts } from './accounts.js'
 import { createChatStore, type ChatStore } from './chat-store.js'
+import { createChatWrites, type ChatWrites } from './chat-writes.js'
 import { classifyDbError } from './db-errors.js'
 import { createDbMonitor, type DbMonitor } from './db-monitor.js'
 import { connectDatabase } from './connect.js'
@@ -23,15 +24,24 @@ export interface DatabaseOptions {
   statementTimeoutMs: number
   idleInTxTimeoutMs: number
   healthIntervalMs: number
+  /** Group commit of the chat writes (chat-writes.ts): DB_WRITE_BATCH_MAX, DB_WRITE_QUEUE_MAX. */
+  writeBatchMax: number
+  writeQueueMax: number
   clock: Clock
   log: Logger
   onAcquire?: (seconds: number) => void
+  onWriteBatch?: (size: number, seconds: number) => void
+  onWriteSplit?: (size: number) => void
+  onWriteRefused?: () => void
 }
 
 export interface Database {
   readonly url: string
   readonly accounts: Accounts
   readonly chats: ChatStore
+  /** The chat hot path's writes, group-committed. */
+  readonly writes: ChatWrites
+  readonly writeQueueMax: number
   readonly monitor: DbMonitor
   /** False until migrations have run; requests that need the schema get 503 until then. */
   readonly ready: boolean
@@ -79,16 +89,29 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
   monitor = createDbMonitor({ db: pool.db, clock: options.clock, intervalMs: options.healthIntervalMs, log, beforeProbe: ensureMigrated })
   await ensureMigrated()
   monitor.start()
+  const writes = createChatWrites({
+    db: pool.db,
+    maxBatch: options.writeBatchMax,
+    maxQueue: options.writeQueueMax,
+    ...(options.onWriteBatch !== undefined ? { onBatch: options.onWriteBatch } : {}),
+    ...(options.onWriteSplit !== undefined ? { onSplit: options.onWriteSplit } : {}),
+    ...(options.onWriteRefused !== undefined ? { onRefused: options.onWriteRefused } : {})
+  })
 
   return {
     url,
     accounts: createAccounts(pool.db),
     chats: createChatStore(pool.db),
+    writes,
+    writeQueueMax: options.writeQueueMax,
     monitor,
     get ready () { return ready },
     stats: pool.stats,
     async close () {
       monitor?.stop()
+      // Writes already accepted are committed (or fail on the pool's own bounds) before the
+      // pool goes: a chat answered during the shutdown grace is stored.
+      await writes.idle()
       await close()
     }
   }

@@ -102,6 +102,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="value" id="db-status">&ndash;</div>
     <div class="small"><span id="db-pool">&ndash;</span></div>
     <div class="bar"><div id="db-bar"></div></div>
+    <div class="small muted" id="db-writes">&ndash;</div>
   </section>
   <section class="card">
     <h2>Requests</h2>
@@ -256,6 +257,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     var bar = $('db-bar');
     bar.style.width = (db.pool.total === 0 ? 0 : Math.round(100 * db.pool.in_use / db.pool.total)) + '%';
     bar.style.background = db.pool.waiting > 0 ? 'var(--bad)' : 'var(--ok)';
+    text('db-writes', 'chat writes: ' + db.writes.committing + ' committing, ' + db.writes.queued + ' queued of ' + db.writes.max_queued + ' allowed');
 
     var r = rates(now, report);
     $('req-rate').replaceChildren(document.createTextNode(r === null ? '\\u2013' : perSecond(r.requests)), unit('/s'));

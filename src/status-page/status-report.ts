@@ -61,13 +61,23 @@ export interface StatusReport {
   websockets: { hints: number, chat: number, hint_sessions: number }
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
   memory: { rss_bytes: number, heap_used_bytes: number }
-  db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
+  db: {
+    status: string
+    pool: { total: number, idle: number, in_use: number, waiting: number }
+    /** Group-committed chat writes waiting and committing, and the bound on waiting (DB_WRITE_QUEUE_MAX). */
+    writes: { queued: number, committing: number, max_queued: number }
+  }
   /** Totals since start; monitoring routes (route-table MONITORING_PATHS) are not counted. */
   http_responses: Record<(typeof STATUS_CLASSES)[number], number>
   /** Chat requests by outcome (done, worker_error, link_down, shutdown, timed_out, stalled, cancelled), since start. */
   chats: Record<string, number>
   /** Fair-share and abuse limits that refused something, and handlers of peer input that threw, since start. */
   protection: { refused: Record<string, number>, handler_errors: number }
+}
+
+function writesOf (src: RuntimeView): StatusReport['db']['writes'] {
+  const w = src.db().writes
+  return { queued: w.queued, committing: w.committing, max_queued: w.maxQueued }
 }
 
 export function computeStatus (src: RuntimeView, counters: StatusCounters): StatusReport {
@@ -136,7 +146,7 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
     websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
     event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },
     memory: { rss_bytes: health.memory.rss_bytes, heap_used_bytes: health.memory.heap_used_bytes },
-    db: health.db,
+    db: { ...health.db, writes: writesOf(src) },
     http_responses: http,
     chats,
     protection: { refused, handler_errors: handlerErrors }

@@ -1,0 +1,129 @@
+import t from 'tap'
+import { TetherError } from '../../../src/errors.js'
+import { createGroupCommit } from '../../../src/db/group-commit.js'
+
+/** A fake statement: records each batch and waits until the test commits it. */
+function fakeDatabase () {
+  const batches: number[][] = []
+  const pending: Array<{ ops: number[], commit: (fail?: unknown) => void }> = []
+  const run = async (ops: number[]): Promise<string[]> => {
+    batches.push(ops)
+    await new Promise<void>((resolve, reject) => {
+      pending.push({ ops, commit: (fail) => { if (fail === undefined) resolve(); else reject(fail) } })
+    })
+    return ops.map((op) => `stored ${op}`)
+  }
+  /** Commits the batch in flight (optionally failing it) and lets the next one start. */
+  const commit = async (fail?: unknown): Promise<void> => {
+    const batch = pending.shift()
+    if (batch === undefined) throw new Error('no batch in flight')
+    batch.commit(fail)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return { batches, run, commit, get inFlight () { return pending.length } }
+}
+
+const settled = <T>(p: Promise<T>): Promise<{ ok: true, value: T } | { ok: false, err: unknown }> =>
+  p.then((value) => ({ ok: true as const, value }), (err: unknown) => ({ ok: false as const, err }))
+
+t.test('a lone write goes at once; what queues while a batch commits goes in the next, in order, one batch at a time', async (t) => {
+  const db = fakeDatabase()
+  const sizes: number[] = []
+  const g = createGroupCommit<number, string>({ maxBatch: 100, maxQueue: 1000, run: db.run, isOpFault: () => false, onBatch: (n) => { sizes.push(n) } })
+  const first = g.submit(1)
+  t.same(db.batches, [[1]], 'no waiting for company')
+  const rest = [2, 3, 4, 5].map((n) => g.submit(n))
+  t.equal(db.inFlight, 1, 'one batch in flight at a time')
+  t.equal(g.queued, 4)
+  t.equal(g.committing, 1)
+  let answered = false
+  void first.then(() => { answered = true })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.notOk(answered, 'nobody is answered before the commit')
+  await db.commit()
+  t.equal(await first, 'stored 1')
+  t.same(db.batches, [[1], [2, 3, 4, 5]])
+  await db.commit()
+  t.same(await Promise.all(rest), ['stored 2', 'stored 3', 'stored 4', 'stored 5'])
+  t.same(sizes, [1, 4])
+  await g.idle()
+  t.equal(g.queued + g.committing, 0)
+})
+
+t.test('batches hold at most maxBatch writes', async (t) => {
+  const db = fakeDatabase()
+  const g = createGroupCommit<number, string>({ maxBatch: 3, maxQueue: 1000, run: db.run, isOpFault: () => false })
+  const all = Array.from({ length: 8 }, (_, i) => g.submit(i))
+  while (db.inFlight > 0) await db.commit()
+  await Promise.all(all)
+  t.same(db.batches, [[0], [1, 2, 3], [4, 5, 6], [7]])
+})
+
+t.test('a full queue refuses one more write at once with 503 overloaded, and takes writes again once it drains', async (t) => {
+  const db = fakeDatabase()
+  let refused = 0
+  const g = createGroupCommit<number, string>({ maxBatch: 10, maxQueue: 2, run: db.run, isOpFault: () => false, onRefused: () => { refused++ } })
+  const accepted = [g.submit(1), g.submit(2), g.submit(3)]
+  const over = await settled(g.submit(4))
+  t.notOk(over.ok)
+  t.ok(!over.ok && over.err instanceof TetherError && over.err.code === 'overloaded' && over.err.status === 503)
+  t.equal(refused, 1)
+  while (db.inFlight > 0) await db.commit()
+  t.same(await Promise.all(accepted), ['stored 1', 'stored 2', 'stored 3'], 'nothing already accepted is lost')
+  const again = g.submit(5)
+  await db.commit()
+  t.equal(await again, 'stored 5')
+})
+
+t.test('a write owed to work already accepted is queued even when the queue is full', async (t) => {
+  const db = fakeDatabase()
+  const g = createGroupCommit<number, string>({ maxBatch: 10, maxQueue: 1, run: db.run, isOpFault: () => false })
+  const accepted = [g.submit(1), g.submit(2)]
+  t.notOk((await settled(g.submit(3))).ok, 'a new write is refused')
+  const owed = g.submit(4, true)
+  t.equal(g.queued, 2)
+  while (db.inFlight > 0) await db.commit()
+  t.same(await Promise.all([...accepted, owed]), ['stored 1', 'stored 2', 'stored 4'])
+})
+
+t.test('a batch that fails on one write\'s data is run again one write at a time: only that write fails', async (t) => {
+  const bad = new Error('violates check constraint')
+  let splits = 0
+  const batches: number[][] = []
+  const g = createGroupCommit<number, string>({
+    maxBatch: 10,
+    maxQueue: 100,
+    run: async (ops) => {
+      batches.push(ops)
+      await new Promise((resolve) => setImmediate(resolve))
+      if (ops.includes(13)) throw bad
+      return ops.map((op) => `stored ${op}`)
+    },
+    isOpFault: (err) => err === bad,
+    onSplit: () => { splits++ }
+  })
+  const lone = g.submit(0)
+  const results = [11, 12, 13, 14].map((n) => settled(g.submit(n)))
+  await lone
+  const out = await Promise.all(results)
+  t.same(out.map((r) => r.ok ? r.value : 'failed'), ['stored 11', 'stored 12', 'failed', 'stored 14'])
+  t.equal(splits, 1)
+  t.same(batches, [[0], [11, 12, 13, 14], [11], [12], [13], [14]], 'the retries keep the order')
+})
+
+t.test('a batch that fails because the database is unavailable fails every write in it, and the next batch still runs', async (t) => {
+  const db = fakeDatabase()
+  const down = new Error('Connection terminated')
+  const g = createGroupCommit<number, string>({ maxBatch: 10, maxQueue: 100, run: db.run, isOpFault: () => false })
+  const first = settled(g.submit(1))
+  const second = [settled(g.submit(2)), settled(g.submit(3))]
+  await db.commit()
+  await first
+  await db.commit(down)
+  const out = await Promise.all(second)
+  t.same(out.map((r) => r.ok ? r.value : (r.err as Error).message), ['Connection terminated', 'Connection terminated'])
+  t.same(db.batches, [[1], [2, 3]], 'no retry one by one against a database that is down')
+  const later = g.submit(4)
+  await db.commit()
+  t.equal(await later, 'stored 4')
+})
