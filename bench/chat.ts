@@ -26,6 +26,7 @@ import { runHeapPhase } from './chat/heap-phase.js'
 import { syntheticSessionIds } from './chat/http-load.js'
 import { runLoad, type RunResult } from './chat/load-runner.js'
 import { goals, markdown, type Report, type Row } from './chat/report.js'
+import { batchHistogram, batchesBetween } from './chat/write-batches.js'
 import { readSettings } from './chat/settings.js'
 
 /** Per load run; far above what 2 cores do in BENCH_SECONDS, it only bounds a runaway loop. */
@@ -147,7 +148,9 @@ async function main (): Promise<number> {
       // Relay straight before persistent at the same concurrency, so the ratio compares runs
       // seconds apart on the same machine state.
       const relay = await httpRun('relay', c)
+      const batchesBefore = gateways.persistent === undefined ? undefined : await batchHistogram(gateways.persistent.port)
       const persistent = await httpRun('persistent', c)
+      const batches = gateways.persistent === undefined ? undefined : batchesBetween(batchesBefore, await batchHistogram(gateways.persistent.port))
       let pg: RunResult | undefined
       if (s.phases.has('pg-ceiling') && db !== undefined && account !== undefined) {
         try {
@@ -161,7 +164,7 @@ async function main (): Promise<number> {
           failures.push(`pg-ceiling c=${c}: ${(err as Error).message}`)
         }
       }
-      const row: Row = { concurrency: c, ceiling, relay, persistent, pg }
+      const row: Row = { concurrency: c, ceiling, relay, persistent, pg, ...(batches !== undefined ? { batches } : {}) }
       report.rows.push(row)
     }
 

@@ -2,6 +2,7 @@
 import type { Goal, RunReport } from '../lib/results.js'
 import type { RunResult } from './load-runner.js'
 import type { HeapResult } from './heap-phase.js'
+import { pgMicrosPerChat, type BatchFigures } from './write-batches.js'
 
 /** One concurrency level: the same closed-loop load against each path, in this order. */
 export interface Row {
@@ -14,6 +15,8 @@ export interface Row {
   readonly persistent?: RunResult
   /** The persistent path's two statements alone, through the gateway's own pool and store. */
   readonly pg?: RunResult
+  /** Group commit during the persistent run: batch sizes. */
+  readonly batches?: BatchFigures
 }
 
 export interface Report extends RunReport {
@@ -102,6 +105,18 @@ export function markdown (r: Report): string {
         const cost = persistenceCost(row)
         lines.push(`| ${row.concurrency} | ${fmtN(row.relay?.rps)} | ${fmtN(row.persistent?.rps)} | ${fmtQ(over(row.persistent, row.relay))} | ` +
           `${cost === undefined ? '-' : pct(cost)} | ${fmtN(row.pg?.rps)} | ${fmtQ(over(row.persistent, row.pg))} |`)
+      }
+      lines.push('')
+    }
+    const batchRows = loadRows.filter((row) => row.persistent !== undefined)
+    if (batchRows.length > 0) {
+      lines.push('| concurrency | persistent req/s | write batches | writes per batch: mean | p50 | p90 | largest (bucket) | PostgreSQL CPU per chat |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const row of batchRows) {
+        const b = row.batches
+        const us = pgMicrosPerChat(row.persistent?.cpu_percent.postgres, row.persistent?.rps ?? 0)
+        lines.push(`| ${row.concurrency} | ${fmtN(row.persistent?.rps)} | ${b === undefined ? '-' : fmtN(b.batches)} | ${b?.mean ?? '-'} | ` +
+          `${b === undefined ? '-' : `<= ${b.p50}`} | ${b === undefined ? '-' : `<= ${b.p90}`} | ${b === undefined ? '-' : `<= ${b.max_bucket}`} | ${us === undefined ? '-' : `${us} µs`} |`)
       }
       lines.push('')
     }
