@@ -1,0 +1,102 @@
+/**
+ * PostgreSQL stopped with `-m immediate` (SIGQUIT to the postmaster: no checkpoint, backends
+ * killed, crash recovery on the next start) under concurrent chats, then started again, on a
+ * private server. Afterwards: every chat answered 200 has both turns stored exactly once, in
+ * order; no turn is stored twice; a chat answered 503 db_unavailable has no answer stored,
+ * so nothing shows up later in its history as a completed exchange.
+ */
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import t from 'tap'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded-postgres.js'
+import { silentLogger } from '../../src/log.js'
+import { startTestBroker } from '../fixtures/broker.js'
+import { startGateway } from '../fixtures/gateway.js'
+import { freePort } from '../fixtures/ports.js'
+import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
+import { waitFor } from '../fixtures/wait-for.js'
+
+const CONCURRENCY = 16
+const SESSIONS = 8
+
+interface Sent { key: string, content: string, status: number | 'error', error?: string, messageId?: string }
+
+t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored once and in order, 503s left no answer', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-pgcrash-'))
+  chmodSync(dir, 0o755)
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const port = await freePort()
+  const log = silentLogger()
+  let server: EmbeddedDatabase = await startEmbeddedPostgres({ dataDir: dir, port, log })
+  t.teardown(async () => { await server.stop().catch(() => {}) })
+  const broker = await startTestBroker()
+  t.teardown(() => broker.close())
+  const worker = await startScriptedWorker({ url: broker.url, behaviour: echo })
+  t.teardown(() => worker.stop())
+  const gw = await startGateway(t, {
+    MQTT_URL: broker.url, DATABASE_URL: server.url, DB_HEALTH_INTERVAL_MS: '200', DB_ACQUIRE_TIMEOUT_MS: '1000',
+    DB_STATEMENT_TIMEOUT_MS: '2000', MAX_PENDING_PER_SESSION: '1000'
+  })
+  await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
+  for (let i = 0; i < SESSIONS; i++) await gw.sessionId(`s${i}`)
+
+  const sent: Sent[] = []
+  let n = 0
+  let stop = false
+  const loop = async (): Promise<void> => {
+    while (!stop && n < 50_000) {
+      const s: Sent = { key: `s${n % SESSIONS}`, content: `m${n++}`, status: 'error' }
+      sent.push(s)
+      const answer = await gw.chat(s.key, s.content).catch((err: unknown) => err as Error)
+      if (answer instanceof Error) { s.error = answer.message; continue }
+      s.status = answer.status
+      s.error = answer.json?.error
+      if (answer.status === 200) s.messageId = answer.json.message_id
+      if (answer.status !== 200) await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+  const loops = Array.from({ length: CONCURRENCY }, async () => await loop())
+  const ok = (): number => sent.filter((s) => s.status === 200).length
+  await waitFor(() => ok() >= 200, { timeoutMs: 60_000, what: '200 chats answered' })
+
+  // pg_ctl stop -m immediate is SIGQUIT to the postmaster.
+  const postmaster = Number(readFileSync(join(dir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0])
+  process.kill(postmaster, 'SIGQUIT')
+  const killedAt = sent.length
+  await waitFor(() => sent.slice(killedAt).some((s) => s.status === 503), { timeoutMs: 20_000, what: 'chats answered 503 while the database is down' })
+  await waitFor(() => { try { process.kill(postmaster, 0); return false } catch { return true } }, { timeoutMs: 20_000, what: 'the postmaster gone' })
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  server = await startEmbeddedPostgres({ dataDir: dir, port, log })
+  const restartedAt = sent.length
+  await waitFor(() => sent.slice(restartedAt).filter((s) => s.status === 200).length >= 100, { timeoutMs: 60_000, what: '100 chats answered after the restart' })
+  stop = true
+  await Promise.all(loops)
+
+  const statuses = new Map<string, number>()
+  for (const s of sent) statuses.set(`${s.status} ${s.error ?? ''}`, (statuses.get(`${s.status} ${s.error ?? ''}`) ?? 0) + 1)
+  t.comment(`answers: ${JSON.stringify(Object.fromEntries(statuses))}`)
+  t.same(sent.filter((s) => s.status !== 200 && !(s.status === 503 && s.error === 'db_unavailable')).map((s) => `${s.status} ${s.error ?? ''}`), [],
+    'every chat was answered 200 or 503 db_unavailable')
+
+  const client = new pg.Client({ connectionString: server.url })
+  await client.connect()
+  t.teardown(() => client.end())
+  const rows = (await client.query<{ id: string, role: string, content: string, seq: string }>('SELECT id, role, content, seq FROM chat_messages ORDER BY seq')).rows
+  const keyOf = (r: { role: string, content: string }): string => `${r.role}:${r.content}`
+  const counts = new Map<string, number>()
+  for (const r of rows) counts.set(keyOf(r), (counts.get(keyOf(r)) ?? 0) + 1)
+  t.same([...counts].filter(([, c]) => c > 1), [], 'no turn is stored twice')
+  const byKey = new Map(rows.map((r) => [keyOf(r), r]))
+  const bad: string[] = []
+  for (const s of sent.filter((x) => x.status === 200)) {
+    const q = byKey.get(`user:${s.content}`)
+    const a = byKey.get(`assistant:echo: ${s.content}`)
+    if (q === undefined || a === undefined || !(BigInt(q.seq) < BigInt(a.seq)) || a.id !== s.messageId) bad.push(s.content)
+  }
+  t.same(bad, [], `every chat answered 200 (${ok()}) has its question and answer, in order, under its message id`)
+  const answered503 = sent.filter((s) => s.status === 503)
+  t.same(answered503.filter((s) => byKey.has(`assistant:echo: ${s.content}`)).map((s) => s.content), [],
+    `no chat answered 503 (${answered503.length}) has an answer stored`)
+})
