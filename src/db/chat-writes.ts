@@ -11,7 +11,7 @@
  * batch answers exactly what one statement per write would have.
  */
 import { randomUUID } from 'node:crypto'
-import { sql, type Kysely } from 'kysely'
+import { CompiledQuery, type Kysely } from 'kysely'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import { isUuid } from './chat-store.js'
 import { classifyDbError } from './db-errors.js'
@@ -47,36 +47,47 @@ export interface ChatWrites {
 
 interface Row { ord: number, history: HistoryTurn[] | null }
 
+/**
+ * One batch, whatever its size: every write is a row of the arrays $1..$8 (so the text never
+ * changes and runs as a prepared statement, PREPARED_STATEMENTS). Rows are inserted in `ord`
+ * order; a user turn is inserted only if its session is the user's; each user turn's history
+ * is read from the table as it was before the statement.
+ */
+const BATCH_SQL = `
+  WITH input AS (
+    SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[])
+      AS t(ord, id, session_id, user_id, role, content, status, history_max)
+  ), accepted AS (
+    SELECT i.* FROM input i
+    WHERE i.role = 'assistant'
+       OR EXISTS (SELECT 1 FROM chat_sessions s WHERE s.id = i.session_id AND s.user_id = i.user_id)
+  ), inserted AS (
+    INSERT INTO chat_messages (id, session_id, role, content, status)
+    SELECT id, session_id, role, content, status FROM accepted ORDER BY ord
+    RETURNING id
+  )
+  SELECT a.ord,
+    CASE WHEN a.role = 'user' THEN (
+      SELECT json_agg(json_build_object('role', r.role, 'content', r.content) ORDER BY r.seq)
+      FROM (
+        SELECT m.role, m.content, m.seq FROM chat_messages m
+        WHERE m.session_id = a.session_id ORDER BY m.seq DESC LIMIT a.history_max
+      ) r
+    ) END AS history
+  FROM accepted a`
+
+/** The hot path's statements run prepared (pool.ts), by their text. */
+export const PREPARED_STATEMENTS: ReadonlyMap<string, string> = new Map([[BATCH_SQL, 'tether_chat_write_batch']])
+
 /** Runs one batch: one INSERT ... SELECT of every accepted row, and the history of each user turn. */
 async function runBatch (db: Kysely<Database>, ops: ChatWrite[]): Promise<ChatWriteResult[]> {
   const ids = ops.map(() => randomUUID())
-  const result = await sql<Row>`
-    WITH input AS (
-      SELECT * FROM unnest(
-        ${ops.map((_, i) => i)}::int[], ${ids}::uuid[], ${ops.map((o) => o.sessionId)}::uuid[],
-        ${ops.map((o) => o.kind === 'user' ? o.userId : null)}::uuid[], ${ops.map((o) => o.kind)}::text[],
-        ${ops.map((o) => o.content)}::text[], ${ops.map((o) => o.kind === 'user' ? 'complete' : o.status)}::text[],
-        ${ops.map((o) => o.kind === 'user' ? o.historyMax : 0)}::int[]
-      ) AS t(ord, id, session_id, user_id, role, content, status, history_max)
-    ), accepted AS (
-      SELECT i.* FROM input i
-      WHERE i.role = 'assistant'
-         OR EXISTS (SELECT 1 FROM chat_sessions s WHERE s.id = i.session_id AND s.user_id = i.user_id)
-    ), inserted AS (
-      INSERT INTO chat_messages (id, session_id, role, content, status)
-      SELECT id, session_id, role, content, status FROM accepted ORDER BY ord
-      RETURNING id
-    )
-    SELECT a.ord,
-      CASE WHEN a.role = 'user' THEN (
-        SELECT json_agg(json_build_object('role', r.role, 'content', r.content) ORDER BY r.seq)
-        FROM (
-          SELECT m.role, m.content, m.seq FROM chat_messages m
-          WHERE m.session_id = a.session_id ORDER BY m.seq DESC LIMIT a.history_max
-        ) r
-      ) END AS history
-    FROM accepted a
-  `.execute(db)
+  const result = await db.executeQuery<Row>(CompiledQuery.raw(BATCH_SQL, [
+    ops.map((_, i) => i), ids, ops.map((o) => o.sessionId),
+    ops.map((o) => o.kind === 'user' ? o.userId : null), ops.map((o) => o.kind),
+    ops.map((o) => o.content), ops.map((o) => o.kind === 'user' ? 'complete' : o.status),
+    ops.map((o) => o.kind === 'user' ? o.historyMax : 0)
+  ]))
   const accepted = new Map<number, HistoryTurn[] | null>()
   for (const row of result.rows) accepted.set(Number(row.ord), row.history)
   // The statement's reads see the table as it was before it: a user turn's history lacks the

@@ -8,7 +8,7 @@ import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import { createAccounts, type Accounts } from './accounts.js'
 import { createChatStore, type ChatStore } from './chat-store.js'
-import { createChatWrites, type ChatWrites } from './chat-writes.js'
+import { createChatWrites, PREPARED_STATEMENTS, type ChatWrites } from './chat-writes.js'
 import { classifyDbError } from './db-errors.js'
 import { createDbMonitor, type DbMonitor } from './db-monitor.js'
 import { connectDatabase } from './connect.js'
@@ -64,6 +64,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     ...(options.onAcquire !== undefined ? { onAcquire: options.onAcquire } : {}),
     onUnavailable: (err, startedAt) => { monitor?.markDown(err, startedAt) },
     onSuccess: (startedAt) => { monitor?.markUp(startedAt) },
+    prepared: PREPARED_STATEMENTS,
     onIdleError: (err) => { log.warn({ err: err.message }, 'idle database connection failed; it will be replaced') }
   })
 

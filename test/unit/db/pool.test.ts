@@ -307,3 +307,18 @@ t.test('end() closes every connection', async (t) => {
   await waitFor(async () => await count() === 0, { timeoutMs: 5000, what: 'the server to see every connection closed' })
   t.pass('no tether backend left on the server')
 })
+
+t.test('a statement listed as prepared runs as a named prepared statement on its connection; others do not', async (t) => {
+  const db = await createTestDatabase(t)
+  const text = 'SELECT $1::int + 1 AS n'
+  const pool = openPool(t, { url: db.url, size: 1, prepared: new Map([[text, 'test_plus_one']]) })
+  const { CompiledQuery } = await import('kysely')
+  for (let i = 0; i < 3; i++) {
+    const r = await pool.db.executeQuery<{ n: number }>(CompiledQuery.raw(text, [i]))
+    t.equal(r.rows[0]?.n, i + 1)
+  }
+  await pool.db.executeQuery(CompiledQuery.raw('SELECT $1::int AS other', [1]))
+  // One connection: this runs on the same backend as the statements above.
+  const names = await sql<{ name: string }>`SELECT name FROM pg_prepared_statements`.execute(pool.db)
+  t.same(names.rows.map((r) => r.name), ['test_plus_one'])
+})
