@@ -7,12 +7,12 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { startTestBroker } from '../fixtures/broker.js'
 import { createTestDatabase } from '../fixtures/database.js'
 import { freePort } from '../fixtures/ports.js'
 import { spawnTs, waitExit } from '../fixtures/run-ts.js'
+import { auditStoredChats } from '../fixtures/stored-chats-audit.js'
 import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
@@ -80,33 +80,12 @@ t.test('SIGKILL under load: every chat answered 200 has both turns stored once, 
   await Promise.all(loops)
   t.equal((await exited).signal, 'SIGKILL')
 
-  const client = new pg.Client({ connectionString: db.url })
-  await client.connect()
-  t.teardown(() => client.end())
-  const rows = (await client.query<{ id: string, session_id: string, role: string, content: string, seq: string }>(
-    'SELECT id, session_id, role, content, seq FROM chat_messages ORDER BY seq')).rows
   const answered = sent.filter((s) => s.status === 200)
   t.ok(answered.length >= ANSWERED_BEFORE_KILL, `${answered.length} chats answered 200, ${sent.filter((s) => s.status === 'cut').length} cut off by the kill`)
   t.same(sent.filter((s) => s.status !== 200 && s.status !== 'cut').map((s) => s.status), [], 'no other answer before the kill')
-
-  const keyOf = (r: { role: string, content: string }): string => `${r.role}:${r.content}`
-  const counts = new Map<string, number>()
-  for (const r of rows) counts.set(keyOf(r), (counts.get(keyOf(r)) ?? 0) + 1)
-  t.same([...counts].filter(([, c]) => c > 1), [], 'no turn is stored twice')
-
-  const bySent = new Map(rows.map((r) => [keyOf(r), r]))
-  const missing: string[] = []
-  for (const s of answered) {
-    const user = bySent.get(`user:${s.content}`)
-    const reply = bySent.get(`assistant:echo: ${s.content}`)
-    if (user === undefined || reply === undefined) { missing.push(s.content); continue }
-    if (!(BigInt(user.seq) < BigInt(reply.seq)) || user.session_id !== s.sessionId || reply.session_id !== s.sessionId || reply.id !== s.messageId) missing.push(`${s.content} (order, session or id)`)
-  }
-  t.same(missing, [], 'every chat answered 200: its question and answer stored, in order, under the id it was given')
-
-  const sentContents = new Set(sent.map((s) => s.content))
-  const strays = rows.filter((r) => !sentContents.has(r.role === 'user' ? r.content : r.content.replace(/^echo: /, '')))
-  t.same(strays, [], 'nothing stored that was not sent')
-  const answersWithoutQuestion = rows.filter((r) => r.role === 'assistant' && !bySent.has(`user:${r.content.replace(/^echo: /, '')}`))
-  t.same(answersWithoutQuestion, [], 'no answer without its question')
+  const audit = await auditStoredChats(db.url, sent)
+  t.same(audit.duplicates, [], 'no turn is stored twice')
+  t.same(audit.answeredButNotStored, [], 'every chat answered 200: its question and answer stored, in order, on its session, under the id it was given')
+  t.same(audit.strays, [], 'nothing stored that was not sent')
+  t.same(audit.answersWithoutQuestion, [], 'no answer without its question')
 })

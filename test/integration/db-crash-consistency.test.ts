@@ -8,13 +8,13 @@
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import t from 'tap'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded-postgres.js'
 import { silentLogger } from '../../src/log.js'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway } from '../fixtures/gateway.js'
 import { freePort } from '../fixtures/ports.js'
+import { auditStoredChats } from '../fixtures/stored-chats-audit.js'
 import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
@@ -80,23 +80,9 @@ t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored 
   t.same(sent.filter((s) => s.status !== 200 && !(s.status === 503 && s.error === 'db_unavailable')).map((s) => `${s.status} ${s.error ?? ''}`), [],
     'every chat was answered 200 or 503 db_unavailable')
 
-  const client = new pg.Client({ connectionString: server.url })
-  await client.connect()
-  t.teardown(() => client.end())
-  const rows = (await client.query<{ id: string, role: string, content: string, seq: string }>('SELECT id, role, content, seq FROM chat_messages ORDER BY seq')).rows
-  const keyOf = (r: { role: string, content: string }): string => `${r.role}:${r.content}`
-  const counts = new Map<string, number>()
-  for (const r of rows) counts.set(keyOf(r), (counts.get(keyOf(r)) ?? 0) + 1)
-  t.same([...counts].filter(([, c]) => c > 1), [], 'no turn is stored twice')
-  const byKey = new Map(rows.map((r) => [keyOf(r), r]))
-  const bad: string[] = []
-  for (const s of sent.filter((x) => x.status === 200)) {
-    const q = byKey.get(`user:${s.content}`)
-    const a = byKey.get(`assistant:echo: ${s.content}`)
-    if (q === undefined || a === undefined || !(BigInt(q.seq) < BigInt(a.seq)) || a.id !== s.messageId) bad.push(s.content)
-  }
-  t.same(bad, [], `every chat answered 200 (${ok()}) has its question and answer, in order, under its message id`)
-  const answered503 = sent.filter((s) => s.status === 503)
-  t.same(answered503.filter((s) => byKey.has(`assistant:echo: ${s.content}`)).map((s) => s.content), [],
-    `no chat answered 503 (${answered503.length}) has an answer stored`)
+  const audit = await auditStoredChats(server.url, sent)
+  t.same(audit.duplicates, [], 'no turn is stored twice')
+  t.same(audit.answeredButNotStored, [], `every chat answered 200 (${ok()}) has its question and answer, in order, under its message id`)
+  t.same(audit.answeredWithout(503), [], `no chat answered 503 (${sent.filter((s) => s.status === 503).length}) has an answer stored`)
+  t.same(audit.strays, [], 'nothing stored that was not sent')
 })
