@@ -70,6 +70,7 @@ export interface Config extends MqttLinkSettings {
   readonly dbHealthIntervalMs: number
   readonly dbWriteBatchMax: number
   readonly dbWriteQueueMax: number
+  readonly historyCacheMaxBytes: number
   /** undefined: generated and kept under dataDir (refused when production). */
   readonly authSecret: string | undefined
   readonly authTokenTtlS: number
@@ -271,6 +272,7 @@ export const SETTINGS = [
   s({ env: 'HISTORY_MAX_MESSAGES', key: 'historyMaxMessages', fallback: 20, example: '20', parse: int(0, 1000), doc: 'Earlier turns sent to the LLM worker as history, at most.' }),
   s({ env: 'HISTORY_MAX_CHARS', key: 'historyMaxChars', fallback: 16_000, example: '16000', parse: int(0, 10_000_000), doc: 'Size budget of the history: trimmed from the oldest turn.' }),
   s({ env: 'HISTORY_MAX_TOKENS', key: 'historyMaxTokens', fallback: 3000, example: '3000', parse: int(0, 10_000_000), doc: 'Token budget of the history (`o200k_base` encoding, content only), applied after `HISTORY_MAX_CHARS` on a pool thread; trimmed from the oldest turn. If the pool is full or late, the history is cut to this many UTF-8 bytes instead (never more tokens than that). `0`: no token trimming.' }),
+  s({ env: 'HISTORY_CACHE_MAX_BYTES', key: 'historyCacheMaxBytes', fallback: 33_554_432, example: '33554432', parse: int(0, 4 * 1024 * 1024 * 1024), doc: 'Memory for the newest `HISTORY_MAX_MESSAGES` turns of the sessions this gateway writes to (32 MiB by default; least recently used out first). A chat on a cached session skips the history read, and the cache is checked against a version every write to the session bumps (any gateway, any release), so it never serves a stale history. `0`: every chat reads its history.' }),
   s({ env: 'CHAT_MODE', key: 'chatMode', fallback: 'persistent', example: 'persistent', parse: chatMode, doc: '`persistent`: chats need a token and an owned session and are stored. `relay`: no token, any well-formed session id, nothing stored — for trusted networks that keep history elsewhere, and for measuring what persistence costs. Logged as a warning.' }),
   s({ env: 'TRUST_PROXY', key: 'trustProxy', fallback: Object.freeze([]) as readonly string[], example: '127.0.0.1,10.0.0.0/8', parse: parseTrustProxy, defaultDoc: 'off', doc: 'The reverse proxies whose `X-Real-IP` names the client, for the per-address login and registration limits: a comma list of addresses and networks (`10.0.0.5,10.1.0.0/16`), or `1` for a proxy on this host (the shipped `deploy/nginx/`). The header is believed only from those peers and only when it holds one valid address; without it every client behind the proxy shares one address.' }),
   s({ env: 'WATCHDOG_STALL_MS', key: 'watchdogStallMs', fallback: 5000, example: '5000', parse: int(100, 600_000), doc: 'An event loop blocked this long is reported by the watchdog thread: one JSON line with the stall, the last route served, pending counts and memory.' }),

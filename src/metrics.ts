@@ -25,6 +25,8 @@ export interface Metrics {
   dbWriteBatch: (size: number, seconds: number) => void
   /** A batch that failed on one write's data, run again one write at a time. */
   dbWriteSplit: (size: number) => void
+  /** A user turn's history came from the history cache (hit) or was read in the batch statement (miss). */
+  historyLookup: (result: 'hit' | 'miss') => void
   wsOpened: (endpoint: 'hints' | 'chat') => void
   wsClosed: (endpoint: 'hints' | 'chat', reason: string) => void
   wsRefused: (endpoint: 'hints' | 'chat', status: number) => void
@@ -242,6 +244,20 @@ export function createMetrics (): Metrics {
       this.set({ state: 'committing' }, w.committing)
     }
   })
+  const historyLookups = new Counter({
+    name: 'tether_history_cache_lookups_total',
+    help: 'Histories of new chats served from the history cache (hit) or read from PostgreSQL in the batch statement (miss).',
+    labelNames: ['result'],
+    registers: [registry]
+  })
+  const historyHit = historyLookups.labels({ result: 'hit' })
+  const historyMiss = historyLookups.labels({ result: 'miss' })
+  new Gauge({
+    name: 'tether_history_cache_bytes',
+    help: 'Memory held by the history cache (HISTORY_CACHE_MAX_BYTES bounds it).',
+    registers: [registry],
+    collect () { this.set(sources?.db().writes?.cacheBytes ?? 0) }
+  })
   new Gauge({
     name: 'tether_db_write_queue_max',
     help: 'DB_WRITE_QUEUE_MAX: queued chat writes beyond which one more is refused with 503 overloaded.',
@@ -323,6 +339,7 @@ export function createMetrics (): Metrics {
     dbAcquired (seconds) { acquire.observe(seconds) },
     dbWriteBatch (size, seconds) { writeBatchSize.observe(size); writeBatchSeconds.observe(seconds) },
     dbWriteSplit () { writeSplits.inc() },
+    historyLookup (result) { (result === 'hit' ? historyHit : historyMiss).inc() },
     registry,
     setSources (s) { sources = s },
     linkTransition (from, to) {

@@ -27,7 +27,7 @@ export interface DbView {
   downSince: number | null
   pool: { total: number, idle: number, waiting: number, checkedOut: number }
   /** Group-committed chat writes: waiting, in the batch being committed, and the bound on waiting. */
-  writes: { queued: number, committing: number, maxQueued: number }
+  writes: { queued: number, committing: number, maxQueued: number, cacheBytes: number }
 }
 
 export interface RuntimeView {

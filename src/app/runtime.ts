@@ -46,7 +46,7 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
       reachable: database.monitor.status === 'up',
       downSince: database.monitor.downSince,
       pool: database.stats(),
-      writes: { queued: database.writes.queued, committing: database.writes.committing, maxQueued: database.writeQueueMax }
+      writes: { queued: database.writes.queued, committing: database.writes.committing, maxQueued: database.writeQueueMax, cacheBytes: database.writes.cacheBytes }
     })
   }
 }

@@ -16,6 +16,7 @@ import type { HistoryTurn } from '../mqtt/protocol.js'
 import { isUuid } from './chat-store.js'
 import { classifyDbError } from './db-errors.js'
 import { createGroupCommit, type GroupCommit } from './group-commit.js'
+import { createHistoryCache, type HistoryCache } from './history-cache.js'
 import type { Database, MessageStatus } from './schema.js'
 
 export type ChatWrite =
@@ -30,9 +31,15 @@ export interface ChatWritesOptions {
   maxBatch: number
   /** User turns (new chats) waiting before one more is refused with 503 overloaded (DB_WRITE_QUEUE_MAX); answers are always queued. */
   maxQueue: number
+  /** HISTORY_MAX_MESSAGES: the turns kept per cached session. */
+  historyMax: number
+  /** HISTORY_CACHE_MAX_BYTES; 0: no cache, every user turn reads its history. */
+  historyCacheMaxBytes: number
   onBatch?: (size: number, seconds: number) => void
   onSplit?: (size: number) => void
   onRefused?: () => void
+  /** A user turn's history came from the cache (hit) or was read in the statement (miss). */
+  onHistory?: (result: 'hit' | 'miss') => void
 }
 
 export interface ChatWrites {
@@ -42,33 +49,38 @@ export interface ChatWrites {
   finishChat: (sessionId: string, content: string, status?: MessageStatus) => Promise<{ id: string }>
   readonly queued: number
   readonly committing: number
+  /** Bytes held by the history cache. */
+  readonly cacheBytes: number
   idle: () => Promise<void>
 }
 
-interface Row { ord: number, history: HistoryTurn[] | null }
+/** `version`: the session's version as the statement saw it; `history`: null when the cache was current. */
+interface Row { ord: number, version: string | null, history: HistoryTurn[] | null }
 
 /**
- * One batch, whatever its size: every write is a row of the arrays $1..$8 (so the text never
+ * One batch, whatever its size: every write is a row of the arrays $1..$9 (so the text never
  * changes and runs as a prepared statement, PREPARED_STATEMENTS). Rows are inserted in `ord`
- * order; a user turn is inserted only if its session is the user's; each user turn's history
- * is read from the table as it was before the statement.
+ * order; a user turn is inserted only if its session is the user's. Each user turn's history is
+ * read from the table as it was before the statement, unless the session's version there is the
+ * one the gateway's cache holds ($9): then the cache has exactly those turns and the read is
+ * skipped. An answer for a session that does not exist is inserted anyway, so that it fails on
+ * the foreign key (and alone: group-commit.ts runs the batch again one write at a time).
  */
 const BATCH_SQL = `
   WITH input AS (
-    SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[])
-      AS t(ord, id, session_id, user_id, role, content, status, history_max)
+    SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[])
+      AS t(ord, id, session_id, user_id, role, content, status, history_max, cached_version)
   ), accepted AS (
-    SELECT i.* FROM input i
-    WHERE i.role = 'assistant'
-       OR EXISTS (SELECT 1 FROM chat_sessions s WHERE s.id = i.session_id AND s.user_id = i.user_id)
+    SELECT i.*, s.version FROM input i LEFT JOIN chat_sessions s ON s.id = i.session_id
+    WHERE i.role = 'assistant' OR s.user_id = i.user_id
   ), inserted AS (
     INSERT INTO chat_messages (id, session_id, role, content, status)
     SELECT id, session_id, role, content, status FROM accepted ORDER BY ord
     RETURNING id
   )
-  SELECT a.ord,
-    CASE WHEN a.role = 'user' THEN (
-      SELECT json_agg(json_build_object('role', r.role, 'content', r.content) ORDER BY r.seq)
+  SELECT a.ord, a.version::text AS version,
+    CASE WHEN a.role = 'user' AND a.cached_version IS DISTINCT FROM a.version THEN (
+      SELECT coalesce(json_agg(json_build_object('role', r.role, 'content', r.content) ORDER BY r.seq), '[]'::json)
       FROM (
         SELECT m.role, m.content, m.seq FROM chat_messages m
         WHERE m.session_id = a.session_id ORDER BY m.seq DESC LIMIT a.history_max
@@ -79,41 +91,74 @@ const BATCH_SQL = `
 /** The hot path's statements run prepared (pool.ts), by their text. */
 export const PREPARED_STATEMENTS: ReadonlyMap<string, string> = new Map([[BATCH_SQL, 'tether_chat_write_batch']])
 
-/** Runs one batch: one INSERT ... SELECT of every accepted row, and the history of each user turn. */
-async function runBatch (db: Kysely<Database>, ops: ChatWrite[]): Promise<ChatWriteResult[]> {
+const newest = <T>(items: T[], max: number): T[] => items.length > max ? items.slice(items.length - max) : items
+
+/**
+ * Runs one batch: one INSERT ... SELECT of every accepted row, with the history of each user
+ * turn from the statement or the cache; then brings the cache up to date with what it stored.
+ */
+async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, historyMax: number, ops: ChatWrite[], onHistory?: (result: 'hit' | 'miss') => void): Promise<ChatWriteResult[]> {
   const ids = ops.map(() => randomUUID())
-  const result = await db.executeQuery<Row>(CompiledQuery.raw(BATCH_SQL, [
-    ops.map((_, i) => i), ids, ops.map((o) => o.sessionId),
-    ops.map((o) => o.kind === 'user' ? o.userId : null), ops.map((o) => o.kind),
-    ops.map((o) => o.content), ops.map((o) => o.kind === 'user' ? 'complete' : o.status),
-    ops.map((o) => o.kind === 'user' ? o.historyMax : 0)
-  ]))
-  const accepted = new Map<number, HistoryTurn[] | null>()
-  for (const row of result.rows) accepted.set(Number(row.ord), row.history)
-  // The statement's reads see the table as it was before it: a user turn's history lacks the
-  // rows this batch stored before it for the same session. They are added here, in order.
-  const earlier = new Map<string, HistoryTurn[]>()
-  return ops.map((op, ord) => {
-    if (!accepted.has(ord)) return null
-    const mine = earlier.get(op.sessionId) ?? []
+  // The version each user turn's session is cached at, when the cache can serve its bound.
+  const cachedVersion = ops.map((o) => o.kind === 'user' && o.historyMax <= historyMax ? cache?.get(o.sessionId)?.version ?? null : null)
+  let result
+  try {
+    result = await db.executeQuery<Row>(CompiledQuery.raw(BATCH_SQL, [
+      ops.map((_, i) => i), ids, ops.map((o) => o.sessionId),
+      ops.map((o) => o.kind === 'user' ? o.userId : null), ops.map((o) => o.kind),
+      ops.map((o) => o.content), ops.map((o) => o.kind === 'user' ? 'complete' : o.status),
+      ops.map((o) => o.kind === 'user' ? o.historyMax : 0), cachedVersion
+    ]))
+  } catch (err) {
+    // What committed is unknown (an acknowledgment lost with the connection): forget these sessions.
+    for (const o of ops) cache?.delete(o.sessionId)
+    throw err
+  }
+  const rows = new Map<number, Row>()
+  for (const row of result.rows) rows.set(Number(row.ord), row)
+
+  // Per session, in order: the turns before this statement (from the cache or the read), the
+  // version the statement saw, and this batch's rows so far. The statement's reads see the
+  // table as it was before it, so a later turn's history gets the batch's earlier rows here.
+  const sessions = new Map<string, { before: HistoryTurn[] | null, version: string | null, added: HistoryTurn[] }>()
+  const answers = ops.map((op, ord): ChatWriteResult => {
+    const row = rows.get(ord)
+    if (row === undefined) return null
+    let s = sessions.get(op.sessionId)
+    if (s === undefined) {
+      const cached = cache?.get(op.sessionId)
+      s = { before: cached !== undefined && cached.version === row.version ? [...cached.turns] : null, version: row.version, added: [] }
+      sessions.set(op.sessionId, s)
+    }
     let answer: ChatWriteResult
     if (op.kind === 'user') {
-      const history = [...(accepted.get(ord) ?? []), ...mine]
-      answer = { history: history.length > op.historyMax ? history.slice(history.length - op.historyMax) : history }
+      if (row.history !== null) s.before = row.history
+      else if (s.before === null) throw new Error('history neither read nor cached') // the statement skips the read only for the cached version
+      onHistory?.(row.history === null ? 'hit' : 'miss')
+      answer = { history: newest([...s.before, ...s.added], op.historyMax) }
     } else {
       answer = { id: ids[ord] as string }
     }
-    mine.push({ role: op.kind, content: op.content })
-    earlier.set(op.sessionId, mine)
+    s.added.push({ role: op.kind, content: op.content })
     return answer
   })
+  if (cache !== null) {
+    for (const [sessionId, s] of sessions) {
+      // Known whole: the insert trigger has moved the version on by exactly this batch's rows,
+      // unless another writer got in first, which the next batch's version check will show.
+      if (s.before === null || s.version === null) cache.delete(sessionId)
+      else cache.set(sessionId, { turns: newest([...s.before, ...s.added], historyMax), version: String(BigInt(s.version) + BigInt(s.added.length)) })
+    }
+  }
+  return answers
 }
 
 export function createChatWrites (options: ChatWritesOptions): ChatWrites {
+  const cache = options.historyCacheMaxBytes > 0 ? createHistoryCache(options.historyCacheMaxBytes) : null
   const group: GroupCommit<ChatWrite, ChatWriteResult> = createGroupCommit({
     maxBatch: options.maxBatch,
     maxQueue: options.maxQueue,
-    run: async (ops) => await runBatch(options.db, ops),
+    run: async (ops) => await runBatch(options.db, cache, options.historyMax, ops, options.onHistory),
     // A constraint or a value the server refused is one write's fault; an unavailable
     // database (and a statement timeout) is everyone's.
     isOpFault: (err) => classifyDbError(err) !== 'unavailable',
@@ -134,6 +179,7 @@ export function createChatWrites (options: ChatWritesOptions): ChatWrites {
     },
     get queued () { return group.queued },
     get committing () { return group.committing },
+    get cacheBytes () { return cache?.bytes ?? 0 },
     idle: group.idle
   }
 }

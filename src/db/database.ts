@@ -27,12 +27,16 @@ export interface DatabaseOptions {
   /** Group commit of the chat writes (chat-writes.ts): DB_WRITE_BATCH_MAX, DB_WRITE_QUEUE_MAX. */
   writeBatchMax: number
   writeQueueMax: number
+  /** HISTORY_MAX_MESSAGES and HISTORY_CACHE_MAX_BYTES, for the history cache of chat-writes.ts. */
+  historyMax: number
+  historyCacheMaxBytes: number
   clock: Clock
   log: Logger
   onAcquire?: (seconds: number) => void
   onWriteBatch?: (size: number, seconds: number) => void
   onWriteSplit?: (size: number) => void
   onWriteRefused?: () => void
+  onHistory?: (result: 'hit' | 'miss') => void
 }
 
 export interface Database {
@@ -94,6 +98,9 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     db: pool.db,
     maxBatch: options.writeBatchMax,
     maxQueue: options.writeQueueMax,
+    historyMax: options.historyMax,
+    historyCacheMaxBytes: options.historyCacheMaxBytes,
+    ...(options.onHistory !== undefined ? { onHistory: options.onHistory } : {}),
     ...(options.onWriteBatch !== undefined ? { onBatch: options.onWriteBatch } : {}),
     ...(options.onWriteSplit !== undefined ? { onSplit: options.onWriteSplit } : {}),
     ...(options.onWriteRefused !== undefined ? { onRefused: options.onWriteRefused } : {})

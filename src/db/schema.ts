@@ -15,6 +15,8 @@ export interface ChatSessionsTable {
   user_id: string
   title: string
   created_at: CreatedAt
+  /** Bumped by a trigger with every insert into the session's messages (migration 0003). */
+  version: ColumnType<string, never, never>
 }
 
 export interface ChatMessagesTable {

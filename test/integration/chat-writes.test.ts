@@ -3,24 +3,27 @@
  * statement, yet each caller gets exactly what one statement per write would have given it.
  */
 import { randomUUID } from 'node:crypto'
+import pg from 'pg'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/clock.js'
 import { openDatabase, type Database } from '../../src/db/database.js'
 import { silentLogger } from '../../src/log.js'
 import { createTestDatabase } from '../fixtures/database.js'
 
-async function open (t: Test, over: { writeBatchMax?: number } = {}): Promise<{ db: Database, batches: number[], splits: number[] }> {
-  const { url } = await createTestDatabase(t)
+async function open (t: Test, over: { writeBatchMax?: number, historyCacheMaxBytes?: number, url?: string } = {}): Promise<{ db: Database, batches: number[], splits: number[], lookups: string[] }> {
+  const url = over.url ?? (await createTestDatabase(t)).url
   const batches: number[] = []
   const splits: number[] = []
+  const lookups: string[] = []
   const db = await openDatabase({
     url, dataDir: '', embeddedPort: 0, poolSize: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 5000, idleInTxTimeoutMs: 10_000,
-    healthIntervalMs: 60_000, writeBatchMax: over.writeBatchMax ?? 256, writeQueueMax: 10_000, clock: systemClock, log: silentLogger(),
+    healthIntervalMs: 60_000, writeBatchMax: over.writeBatchMax ?? 256, writeQueueMax: 10_000, historyMax: 50, historyCacheMaxBytes: over.historyCacheMaxBytes ?? 1_000_000, clock: systemClock, log: silentLogger(),
     onWriteBatch: (n) => { batches.push(n) },
-    onWriteSplit: (n) => { splits.push(n) }
+    onWriteSplit: (n) => { splits.push(n) },
+    onHistory: (result) => { lookups.push(result) }
   })
   t.teardown(() => db.close())
-  return { db, batches, splits }
+  return { db, batches, splits, lookups }
 }
 
 async function userWithSession (db: Database, name: string): Promise<{ userId: string, sessionId: string }> {
@@ -110,4 +113,65 @@ t.test('a hundred concurrent chats on fifty sessions: every turn stored exactly 
     t.same([...contents].sort(), [`a${k}`, `a${k + 50}`, `q${k}`, `q${k + 50}`].sort(), `session ${k}: each turn once`)
     for (const i of [k, k + 50]) t.ok(contents.indexOf(`q${i}`) < contents.indexOf(`a${i}`), `session ${k}: q${i} before its answer`)
   }
+})
+
+/** The newest `n` turns of a session straight from the table, oldest first. */
+async function newestTurns (db: Database, sessionId: string, n: number): Promise<string[]> {
+  const client = new pg.Client({ connectionString: db.url })
+  await client.connect()
+  try {
+    const rows = await client.query<{ content: string }>('SELECT content FROM (SELECT content, seq FROM chat_messages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2) r ORDER BY seq', [sessionId, n])
+    return rows.rows.map((r) => r.content)
+  } finally {
+    await client.end()
+  }
+}
+
+t.test('a session this gateway wrote last is served from the history cache, and each history equals the table\'s newest turns', async (t) => {
+  const { db, lookups } = await open(t)
+  const a = await userWithSession(db, 'cache')
+  for (let i = 0; i < 30; i++) {
+    const expected = await newestTurns(db, a.sessionId, 20)
+    const begun = await db.writes.beginChat(a.userId, a.sessionId, `q${i}`, 20)
+    t.same(begun?.history.map((m) => m.content), expected, `turn ${i}`)
+    await db.writes.finishChat(a.sessionId, `a${i}`, i % 3 === 0 ? 'cancelled' : 'complete')
+  }
+  t.same(lookups, ['miss', ...Array(29).fill('hit')], 'read once, then served from the cache')
+  t.ok(db.writes.cacheBytes > 0)
+})
+
+t.test('a write by another gateway, or by anything else, to a cached session makes the next chat read the history again', async (t) => {
+  const one = await open(t)
+  const two = await open(t, { url: one.db.url })
+  const a = await userWithSession(one.db, 'shared')
+  await one.db.writes.beginChat(a.userId, a.sessionId, 'q1', 20)
+  await one.db.writes.finishChat(a.sessionId, 'a1')
+  await one.db.writes.beginChat(a.userId, a.sessionId, 'q2', 20)
+  t.same(one.lookups, ['miss', 'hit'])
+  // The other gateway answers on the same session.
+  await two.db.writes.finishChat(a.sessionId, 'a2 from the other gateway')
+  const third = await one.db.writes.beginChat(a.userId, a.sessionId, 'q3', 20)
+  t.same(third?.history.map((m) => m.content), ['q1', 'a1', 'q2', 'a2 from the other gateway'], 'the other gateway\'s turn is in the history')
+  t.same(one.lookups, ['miss', 'hit', 'miss'], 'the version check saw the other writer')
+  // A writer that knows nothing of the cache (an older release, a script): the trigger bumps the version all the same.
+  await one.db.chats.finishChat(a.sessionId, 'a3 written directly')
+  const fourth = await one.db.writes.beginChat(a.userId, a.sessionId, 'q4', 20)
+  t.same(fourth?.history.map((m) => m.content).slice(-2), ['q3', 'a3 written directly'])
+  t.same(one.lookups.at(-1), 'miss')
+  const fifth = await one.db.writes.beginChat(a.userId, a.sessionId, 'q5', 20)
+  t.same(fifth?.history.map((m) => m.content).slice(-2), ['a3 written directly', 'q4'])
+  t.same(one.lookups.at(-1), 'hit', 'and then it is cached again')
+})
+
+t.test('the history cache stays within its bytes, least recently used out first', async (t) => {
+  const { db, lookups } = await open(t, { historyCacheMaxBytes: 4000 })
+  const sessions = await Promise.all(Array.from({ length: 6 }, async (_, i) => await userWithSession(db, `lru${i}`)))
+  for (const s of sessions) await db.writes.beginChat(s.userId, s.sessionId, 'x'.repeat(300), 20)
+  t.ok(db.writes.cacheBytes <= 4000, `${db.writes.cacheBytes} B held`)
+  lookups.length = 0
+  const last = sessions[5] as { userId: string, sessionId: string }
+  const first = sessions[0] as { userId: string, sessionId: string }
+  await db.writes.beginChat(last.userId, last.sessionId, 'again', 20)
+  await db.writes.beginChat(first.userId, first.sessionId, 'again', 20)
+  t.same(lookups, ['hit', 'miss'], 'the newest session is still cached, the oldest was let go')
 })

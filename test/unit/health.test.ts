@@ -30,7 +30,7 @@ function sources (over: { state?: LinkStateName, downSince?: number | null, lag?
     websockets: () => 0,
     hintSessions: () => 0,
     streams: () => ({ count: 0, bytes: 0, maxBytes: 0 }),
-    db: () => ({ status: over.db ?? 'up', reachable: over.db !== 'down', downSince: over.db === 'down' ? now - 4000 : null, pool: { total: 3, idle: 2, waiting: 0, checkedOut: 1 }, writes: { queued: 0, committing: 0, maxQueued: 10000 } })
+    db: () => ({ status: over.db ?? 'up', reachable: over.db !== 'down', downSince: over.db === 'down' ? now - 4000 : null, pool: { total: 3, idle: 2, waiting: 0, checkedOut: 1 }, writes: { queued: 0, committing: 0, maxQueued: 10000, cacheBytes: 0 } })
   }
 }
 
