@@ -257,7 +257,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     var bar = $('db-bar');
     bar.style.width = (db.pool.total === 0 ? 0 : Math.round(100 * db.pool.in_use / db.pool.total)) + '%';
     bar.style.background = db.pool.waiting > 0 ? 'var(--bad)' : 'var(--ok)';
-    text('db-writes', 'chat writes: ' + db.writes.committing + ' committing, ' + db.writes.queued + ' queued of ' + db.writes.max_queued + ' allowed');
+    text('db-writes', 'chat writes: ' + db.writes.committing + ' committing, ' + db.writes.queued + ' queued of ' + db.writes.max_queued + ' allowed; history cache ' + Math.round(db.writes.history_cache_bytes / 1048576) + ' MB');
 
     var r = rates(now, report);
     $('req-rate').replaceChildren(document.createTextNode(r === null ? '\\u2013' : perSecond(r.requests)), unit('/s'));

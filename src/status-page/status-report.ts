@@ -65,7 +65,7 @@ export interface StatusReport {
     status: string
     pool: { total: number, idle: number, in_use: number, waiting: number }
     /** Group-committed chat writes waiting and committing, and the bound on waiting (DB_WRITE_QUEUE_MAX). */
-    writes: { queued: number, committing: number, max_queued: number }
+    writes: { queued: number, committing: number, max_queued: number, history_cache_bytes: number }
   }
   /** Totals since start; monitoring routes (route-table MONITORING_PATHS) are not counted. */
   http_responses: Record<(typeof STATUS_CLASSES)[number], number>
@@ -77,7 +77,7 @@ export interface StatusReport {
 
 function writesOf (src: RuntimeView): StatusReport['db']['writes'] {
   const w = src.db().writes
-  return { queued: w.queued, committing: w.committing, max_queued: w.maxQueued }
+  return { queued: w.queued, committing: w.committing, max_queued: w.maxQueued, history_cache_bytes: w.cacheBytes }
 }
 
 export function computeStatus (src: RuntimeView, counters: StatusCounters): StatusReport {
