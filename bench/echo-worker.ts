@@ -5,7 +5,8 @@
  *
  * Env: MQTT_URL (default mqtt://127.0.0.1:1883), MQTT_TOPIC_PREFIX (default llm),
  * ECHO_CHUNKS=n (send n `chunk` messages before `done`, default 0),
- * ECHO_SILENT=1 or `--silent` (subscribe and never answer: requests stay pending).
+ * ECHO_SILENT=1 or `--silent` (subscribe and never answer: requests stay pending),
+ * ECHO_RECONNECT_MS (wait between reconnect attempts after the broker went, default 1000).
  * Prints "echo-worker ready" once the subscription is granted; exits on SIGTERM/SIGINT.
  */
 import { connectNoDelay, endClient, subscribe } from './lib/mqtt-socket.js'
@@ -45,7 +46,8 @@ async function main (): Promise<void> {
     process.exit(78)
   }
 
-  const client = await connectNoDelay({ url, clientIdPrefix: silent ? 'bench-silent' : 'bench-echo', reconnect: true })
+  const reconnectPeriodMs = Number(process.env.ECHO_RECONNECT_MS ?? '1000')
+  const client = await connectNoDelay({ url, clientIdPrefix: silent ? 'bench-silent' : 'bench-echo', reconnect: true, reconnectPeriodMs })
   client.on('error', (err) => { console.error(`echo-worker: ${err.message}`) })
   let received = 0
   let answered = 0

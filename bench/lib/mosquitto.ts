@@ -15,6 +15,8 @@ export interface Broker {
   readonly version: string
   readonly config: string
   readonly proc: Started
+  /** Its config file: a restart with it listens on the same port. */
+  readonly confFile: string
   stop: () => Promise<void>
 }
 
@@ -65,5 +67,5 @@ export async function startMosquitto (dir: string, bin = 'mosquitto'): Promise<B
     }
     await sleep(50)
   }
-  return { url, port, version, config, proc, stop: async () => { await stop(proc.child) } }
+  return { url, port, version, config, proc, confFile, stop: async () => { await stop(proc.child) } }
 }

@@ -12,6 +12,8 @@ export interface ConnectOptions {
   readonly connectTimeoutMs?: number
   /** Reconnect after a drop (workers) or fail fast (load clients and probes). */
   readonly reconnect?: boolean
+  /** Wait between reconnect attempts when `reconnect` is set (mqtt.js's fixed period); 1000 by default. */
+  readonly reconnectPeriodMs?: number
 }
 
 export function hostPort (url: string): { host: string, port: number } {
@@ -29,7 +31,7 @@ export async function connectNoDelay (o: ConnectOptions): Promise<MqttClient> {
     clean: true,
     keepalive: 30,
     connectTimeout: timeoutMs,
-    reconnectPeriod: o.reconnect === true ? 1000 : 0,
+    reconnectPeriod: o.reconnect === true ? o.reconnectPeriodMs ?? 1000 : 0,
     resubscribe: true
   }
   const client = new MqttClient(() => {

@@ -10,13 +10,14 @@ export interface Worker {
   stop: () => Promise<void>
 }
 
-export async function startWorker (o: { url: string, prefix: string, silent: boolean, chunks: number, logFile: string }): Promise<Worker> {
+export async function startWorker (o: { url: string, prefix: string, silent: boolean, chunks: number, logFile: string, reconnectPeriodMs?: number }): Promise<Worker> {
   const env = {
     ...process.env,
     MQTT_URL: o.url,
     MQTT_TOPIC_PREFIX: o.prefix,
     ECHO_CHUNKS: String(o.chunks),
-    ECHO_SILENT: o.silent ? '1' : '0'
+    ECHO_SILENT: o.silent ? '1' : '0',
+    ...(o.reconnectPeriodMs !== undefined ? { ECHO_RECONNECT_MS: String(o.reconnectPeriodMs) } : {})
   }
   const proc = start(process.execPath, [ECHO_WORKER_JS], o.logFile, { env })
   try {

@@ -27,7 +27,7 @@ t.test('defaults match the documented ones', async (t) => {
   t.equal(c.mqttProbeTimeoutMs, 2000)
   t.equal(c.mqttMaxReconnectAttempts, 10)
   t.equal(c.mqttBackoffBaseMs, 500)
-  t.equal(c.mqttBackoffCapMs, 30_000)
+  t.equal(c.mqttBackoffCapMs, 2000)
   t.equal(c.shutdownGraceMs, 10_000)
   t.equal(c.logLevel, 'info')
   t.match(c.instanceId, /^tether-[0-9a-f]{12}$/)
