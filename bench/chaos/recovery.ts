@@ -178,7 +178,7 @@ async function main (): Promise<number> {
   const lines = [
     `### chaos:recovery — ${startedAt}`,
     '',
-    `Command: \`${commandLine('chaos:recovery', [])}\``,
+    `Command: \`${commandLine('chaos:recovery', ['CHAOS_CYCLES', 'CHAOS_DOWN_MS', 'CHAOS_FREEZE_MS', 'CHAOS_RATE', 'CHAOS_RECOVERY_TIMEOUT_MS'])}\``,
     '',
     `Machine: ${JSON.stringify(machine)}; load average ${loadBefore} at start, ${loadAfter} at end. ${CYCLES} cycles: broker SIGKILL, ${DOWN_MS} ms down, restart; broker SIGSTOP ${FREEZE_MS} ms, SIGCONT. Chats at ${RATE}/s.`,
     '',
