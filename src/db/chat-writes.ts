@@ -14,7 +14,6 @@ import { randomUUID } from 'node:crypto'
 import { CompiledQuery, type Kysely } from 'kysely'
 import type { HistoryTurn } from '../mqtt/protocol.js'
 import { isUuid } from './chat-store.js'
-import { classifyDbError } from './db-errors.js'
 import { createGroupCommit, type GroupCommit } from './group-commit.js'
 import { createHistoryCache, type HistoryCache } from './history-cache.js'
 import type { Database, MessageStatus } from './schema.js'
@@ -94,28 +93,74 @@ export const PREPARED_STATEMENTS: ReadonlyMap<string, string> = new Map([[BATCH_
 const newest = <T>(items: T[], max: number): T[] => items.length > max ? items.slice(items.length - max) : items
 
 /**
+ * Something failed after the statement had committed (the rows are stored): never a reason to
+ * run the writes again one by one, which would store them twice.
+ */
+class AfterCommitError extends Error {
+  constructor (cause: unknown) {
+    super(`after the commit: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+  }
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity constraint): one row's fault. */
+function isRowFault (err: unknown): boolean {
+  if (err instanceof AfterCommitError) return false
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code)
+}
+
+/** A deadlock or serialization failure the server broke by failing this statement: worth one more try. */
+function isRetryable (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return code === '40P01' || code === '40001'
+}
+
+/**
+ * What PostgreSQL will store of a text: a lone UTF-16 surrogate (a partial answer cut inside a
+ * pair) becomes U+FFFD on the way in, so the cache must hold the same.
+ */
+const storable = (text: string): string => {
+  // ES2024 methods (Node 20 has them; the project's lib is ES2023).
+  const t = text as unknown as { isWellFormed: () => boolean, toWellFormed: () => string }
+  return t.isWellFormed() ? text : t.toWellFormed()
+}
+
+/**
  * Runs one batch: one INSERT ... SELECT of every accepted row, with the history of each user
  * turn from the statement or the cache; then brings the cache up to date with what it stored.
  */
 async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, historyMax: number, ops: ChatWrite[], onHistory?: (result: 'hit' | 'miss') => void): Promise<ChatWriteResult[]> {
   const ids = ops.map(() => randomUUID())
+  const contents = ops.map((o) => storable(o.content))
   // The version each user turn's session is cached at, when the cache can serve its bound.
   const cachedVersion = ops.map((o) => o.kind === 'user' && o.historyMax <= historyMax ? cache?.get(o.sessionId)?.version ?? null : null)
+  // A read fills the cache too: it reads the cache's whole window, and each turn gets its own bound.
+  const readMax = ops.map((o) => o.kind === 'user' ? (cache === null ? o.historyMax : Math.max(o.historyMax, historyMax)) : 0)
   let result
   try {
     result = await db.executeQuery<Row>(CompiledQuery.raw(BATCH_SQL, [
       ops.map((_, i) => i), ids, ops.map((o) => o.sessionId),
       ops.map((o) => o.kind === 'user' ? o.userId : null), ops.map((o) => o.kind),
-      ops.map((o) => o.content), ops.map((o) => o.kind === 'user' ? 'complete' : o.status),
-      ops.map((o) => o.kind === 'user' ? o.historyMax : 0), cachedVersion
+      contents, ops.map((o) => o.kind === 'user' ? 'complete' : o.status),
+      readMax, cachedVersion
     ]))
   } catch (err) {
     // What committed is unknown (an acknowledgment lost with the connection): forget these sessions.
     for (const o of ops) cache?.delete(o.sessionId)
     throw err
   }
+  try {
+    return afterCommit(result.rows, ops, ids, contents, cache, historyMax, onHistory)
+  } catch (err) {
+    for (const o of ops) cache?.delete(o.sessionId)
+    throw new AfterCommitError(err)
+  }
+}
+
+/** The answers for a committed batch, and the cache brought up to date. */
+function afterCommit (resultRows: Row[], ops: ChatWrite[], ids: string[], contents: string[], cache: HistoryCache | null, historyMax: number, onHistory?: (result: 'hit' | 'miss') => void): ChatWriteResult[] {
   const rows = new Map<number, Row>()
-  for (const row of result.rows) rows.set(Number(row.ord), row)
+  for (const row of resultRows) rows.set(Number(row.ord), row)
 
   // Per session, in order: the turns before this statement (from the cache or the read), the
   // version the statement saw, and this batch's rows so far. The statement's reads see the
@@ -139,7 +184,7 @@ async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, histo
     } else {
       answer = { id: ids[ord] as string }
     }
-    s.added.push({ role: op.kind, content: op.content })
+    s.added.push({ role: op.kind, content: contents[ord] as string })
     return answer
   })
   if (cache !== null) {
@@ -160,8 +205,9 @@ export function createChatWrites (options: ChatWritesOptions): ChatWrites {
     maxQueue: options.maxQueue,
     run: async (ops) => await runBatch(options.db, cache, options.historyMax, ops, options.onHistory),
     // A constraint or a value the server refused is one write's fault; an unavailable
-    // database (and a statement timeout) is everyone's.
-    isOpFault: (err) => classifyDbError(err) !== 'unavailable',
+    // database, a statement timeout, a read-only server or a missing permission is everyone's.
+    isOpFault: isRowFault,
+    isRetryable,
     ...(options.onBatch !== undefined ? { onBatch: options.onBatch } : {}),
     ...(options.onSplit !== undefined ? { onSplit: options.onSplit } : {}),
     ...(options.onRefused !== undefined ? { onRefused: options.onRefused } : {})

@@ -23,8 +23,14 @@ export interface GroupCommitOptions<Op, R> {
   maxQueue: number
   /** One batch as one statement (or transaction): one result per op, in order. */
   run: (ops: Op[]) => Promise<R[]>
-  /** True when a failed batch may be the fault of some of its ops rather than of the server. */
+  /**
+   * True when a failed batch may be the fault of some of its ops (a constraint, a value the
+   * server refused) rather than of the server or the statement: only then is it run again one
+   * op at a time. It must be false for anything that can happen after the statement committed.
+   */
   isOpFault: (err: unknown) => boolean
+  /** True for a failure worth running the whole batch once more (a deadlock broken by the server). */
+  isRetryable?: (err: unknown) => boolean
   onBatch?: (size: number, seconds: number) => void
   /** A batch failed on one op's data and is being run one op at a time. */
   onSplit?: (size: number) => void
@@ -50,33 +56,69 @@ interface Waiting<Op, R> {
 export function createGroupCommit<Op, R> (options: GroupCommitOptions<Op, R>): GroupCommit<Op, R> {
   let queue: Array<Waiting<Op, R>> = []
   let committing = 0
+  /** The batch being committed (its writes' split reruns included), or null. */
+  let current: Array<Waiting<Op, R>> | null = null
   let idleWaiters: Array<() => void> = []
+
+  async function attempt (ops: Op[]): Promise<{ ok: true, results: R[] } | { ok: false, err: unknown }> {
+    try {
+      return { ok: true, results: await options.run(ops) }
+    } catch (err) {
+      return { ok: false, err }
+    }
+  }
 
   async function runBatch (batch: Array<Waiting<Op, R>>): Promise<void> {
     const started = performance.now()
-    try {
-      const results = await options.run(batch.map((w) => w.op))
-      options.onBatch?.(batch.length, (performance.now() - started) / 1000)
-      batch.forEach((w, i) => { w.resolve(results[i] as R) })
-    } catch (err) {
-      if (batch.length === 1 || !options.isOpFault(err)) {
-        for (const w of batch) w.reject(err)
-        return
-      }
-      options.onSplit?.(batch.length)
-      for (const w of batch) {
-        try {
-          const [result] = await options.run([w.op])
-          w.resolve(result as R)
-        } catch (own) {
-          w.reject(own)
+    const ops = batch.map((w) => w.op)
+    let outcome = await attempt(ops)
+    if (!outcome.ok && options.isRetryable?.(outcome.err) === true) outcome = await attempt(ops)
+    if (!outcome.ok) {
+      await failed(batch, outcome.err)
+      return
+    }
+    // Outside any retry: from here on the rows are stored, whatever a callback does. The next
+    // batch (what gathered meanwhile) starts before the callers hear back, so that what they
+    // send next joins the batch after it, as it would under any load.
+    const { results } = outcome
+    finish(batch)
+    batch.forEach((w, i) => { w.resolve(results[i] as R) })
+    options.onBatch?.(batch.length, (performance.now() - started) / 1000)
+  }
+
+  /** The batch in flight is over: the next one may start. Once per batch. */
+  function finish (batch: Array<Waiting<Op, R>>): void {
+    if (current !== batch) return
+    current = null
+    committing = 0
+    pump()
+  }
+
+  /** A batch that failed: one op at a time when the fault may be one op's, else all of it. */
+  async function failed (batch: Array<Waiting<Op, R>>, err: unknown): Promise<void> {
+    if (batch.length === 1 || !options.isOpFault(err)) {
+      for (const w of batch) w.reject(err)
+      return
+    }
+    options.onSplit?.(batch.length)
+    for (let i = 0; i < batch.length; i++) {
+      const w = batch[i] as Waiting<Op, R>
+      try {
+        const [result] = await options.run([w.op])
+        w.resolve(result as R)
+      } catch (own) {
+        w.reject(own)
+        // The server, not this op: the rest would each wait out the same failure.
+        if (!options.isOpFault(own)) {
+          for (const rest of batch.slice(i + 1)) rest.reject(own)
+          return
         }
       }
     }
   }
 
   function pump (): void {
-    if (committing > 0) return
+    if (current !== null) return
     if (queue.length === 0) {
       const waiters = idleWaiters
       idleWaiters = []
@@ -86,10 +128,11 @@ export function createGroupCommit<Op, R> (options: GroupCommitOptions<Op, R>): G
     const batch = queue.length <= options.maxBatch ? queue : queue.slice(0, options.maxBatch)
     queue = batch === queue ? [] : queue.slice(options.maxBatch)
     committing = batch.length
-    void runBatch(batch).finally(() => {
-      committing = 0
-      pump()
-    })
+    current = batch
+    runBatch(batch).catch((err: unknown) => {
+      // A callback (onBatch, onSplit, isOpFault) threw: nobody in the batch may be left waiting.
+      for (const w of batch) w.reject(err)
+    }).finally(() => { finish(batch) })
   }
 
   return {
@@ -105,7 +148,7 @@ export function createGroupCommit<Op, R> (options: GroupCommitOptions<Op, R>): G
     get queued () { return queue.length },
     get committing () { return committing },
     idle () {
-      if (queue.length === 0 && committing === 0) return Promise.resolve()
+      if (queue.length === 0 && current === null) return Promise.resolve()
       return new Promise<void>((resolve) => { idleWaiters.push(resolve) })
     }
   }

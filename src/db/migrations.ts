@@ -57,27 +57,46 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('chat_messages').dropColumn('status').execute()
     }
   },
-  // A version per session, bumped by a trigger in the transaction of every insert into its
-  // messages, whoever inserts (this gateway, another one, an older release during a rolling
-  // deploy, a script): the gateway's history cache (chat-writes.ts) is valid exactly while the
-  // version is the one it expects. A constant default: no table rewrite.
+  // A version per session, bumped by triggers in the transaction of every change to its
+  // messages, whoever makes it (this gateway, another one, an older release during a rolling
+  // deploy, a script, a retention job): the gateway's history cache (chat-writes.ts) is valid
+  // exactly while the version is the one it expects. Sessions are locked in id order first, so
+  // two gateways' batches over the same sessions wait for each other instead of deadlocking.
+  // TRUNCATE bumps every session. A constant default: no table rewrite.
   '0003_session_version': {
     async up (db: Kysely<any>) {
       await db.schema.alterTable('chat_sessions').addColumn('version', 'bigint', (c) => c.notNull().defaultTo(0)).execute()
       await sql`
         CREATE FUNCTION chat_sessions_bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+          IF TG_OP = 'TRUNCATE' THEN
+            UPDATE chat_sessions SET version = version + 1;
+            RETURN NULL;
+          END IF;
+          PERFORM 1 FROM chat_sessions
+            WHERE id IN (SELECT session_id FROM changed_messages) ORDER BY id FOR NO KEY UPDATE;
           UPDATE chat_sessions s SET version = s.version + c.n
-          FROM (SELECT session_id, count(*) AS n FROM new_messages GROUP BY session_id) c
+          FROM (SELECT session_id, count(*) AS n FROM changed_messages GROUP BY session_id) c
           WHERE s.id = c.session_id;
           RETURN NULL;
         END $$`.execute(db)
       await sql`
-        CREATE TRIGGER chat_messages_bump_session_version AFTER INSERT ON chat_messages
-        REFERENCING NEW TABLE AS new_messages FOR EACH STATEMENT EXECUTE FUNCTION chat_sessions_bump_version()`.execute(db)
+        CREATE TRIGGER chat_messages_bump_version_insert AFTER INSERT ON chat_messages
+        REFERENCING NEW TABLE AS changed_messages FOR EACH STATEMENT EXECUTE FUNCTION chat_sessions_bump_version()`.execute(db)
+      await sql`
+        CREATE TRIGGER chat_messages_bump_version_update AFTER UPDATE ON chat_messages
+        REFERENCING NEW TABLE AS changed_messages FOR EACH STATEMENT EXECUTE FUNCTION chat_sessions_bump_version()`.execute(db)
+      await sql`
+        CREATE TRIGGER chat_messages_bump_version_delete AFTER DELETE ON chat_messages
+        REFERENCING OLD TABLE AS changed_messages FOR EACH STATEMENT EXECUTE FUNCTION chat_sessions_bump_version()`.execute(db)
+      await sql`
+        CREATE TRIGGER chat_messages_bump_version_truncate AFTER TRUNCATE ON chat_messages
+        FOR EACH STATEMENT EXECUTE FUNCTION chat_sessions_bump_version()`.execute(db)
     },
     async down (db: Kysely<any>) {
-      await sql`DROP TRIGGER chat_messages_bump_session_version ON chat_messages`.execute(db)
+      for (const op of ['insert', 'update', 'delete', 'truncate']) {
+        await sql.raw(`DROP TRIGGER chat_messages_bump_version_${op} ON chat_messages`).execute(db)
+      }
       await sql`DROP FUNCTION chat_sessions_bump_version()`.execute(db)
       await db.schema.alterTable('chat_sessions').dropColumn('version').execute()
     }

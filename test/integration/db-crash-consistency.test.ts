@@ -3,17 +3,13 @@
  * killed, crash recovery on the next start) under concurrent chats, then started again, on a
  * private server. Afterwards: every chat answered 200 has both turns stored exactly once, in
  * order; no turn is stored twice; a chat answered 503 db_unavailable has no answer stored,
- * so nothing shows up later in its history as a completed exchange.
+ * so nothing shows up later in its history as a completed exchange. The server is the
+ * machine's PostgreSQL binaries on a private port (test/fixtures/private-postgres.ts).
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import t from 'tap'
-import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded-postgres.js'
-import { silentLogger } from '../../src/log.js'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway } from '../fixtures/gateway.js'
-import { freePort } from '../fixtures/ports.js'
+import { postgresBinDir, startPrivatePostgres } from '../fixtures/private-postgres.js'
 import { auditStoredChats } from '../fixtures/stored-chats-audit.js'
 import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
@@ -23,14 +19,11 @@ const SESSIONS = 8
 
 interface Sent { key: string, content: string, status: number | 'error', error?: string, messageId?: string }
 
-t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored once and in order, 503s left no answer', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'tether-pgcrash-'))
-  chmodSync(dir, 0o755)
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const port = await freePort()
-  const log = silentLogger()
-  let server: EmbeddedDatabase = await startEmbeddedPostgres({ dataDir: dir, port, log })
-  t.teardown(async () => { await server.stop().catch(() => {}) })
+const binDir = postgresBinDir()
+
+t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored once and in order, 503s left no answer', { skip: binDir === undefined ? 'no PostgreSQL binaries under /usr/lib/postgresql (.ci/run installs them)' : false }, async (t) => {
+  const server = await startPrivatePostgres(binDir as string)
+  t.teardown(() => server.stop())
   const broker = await startTestBroker()
   t.teardown(() => broker.close())
   const worker = await startScriptedWorker({ url: broker.url, behaviour: echo })
@@ -61,14 +54,11 @@ t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored 
   const ok = (): number => sent.filter((s) => s.status === 200).length
   await waitFor(() => ok() >= 200, { timeoutMs: 60_000, what: '200 chats answered' })
 
-  // pg_ctl stop -m immediate is SIGQUIT to the postmaster.
-  const postmaster = Number(readFileSync(join(dir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0])
-  process.kill(postmaster, 'SIGQUIT')
   const killedAt = sent.length
+  await server.crash()
   await waitFor(() => sent.slice(killedAt).some((s) => s.status === 503), { timeoutMs: 20_000, what: 'chats answered 503 while the database is down' })
-  await waitFor(() => { try { process.kill(postmaster, 0); return false } catch { return true } }, { timeoutMs: 20_000, what: 'the postmaster gone' })
   await new Promise((resolve) => setTimeout(resolve, 500))
-  server = await startEmbeddedPostgres({ dataDir: dir, port, log })
+  await server.restart()
   const restartedAt = sent.length
   await waitFor(() => sent.slice(restartedAt).filter((s) => s.status === 200).length >= 100, { timeoutMs: 60_000, what: '100 chats answered after the restart' })
   stop = true

@@ -127,3 +127,64 @@ t.test('a batch that fails because the database is unavailable fails every write
   await db.commit()
   t.equal(await later, 'stored 4')
 })
+
+t.test('a batch the server failed for a deadlock is run once more whole, and answered from the retry', async (t) => {
+  const deadlock = Object.assign(new Error('deadlock detected'), { code: '40P01' })
+  const runs: number[][] = []
+  const g = createGroupCommit<number, string>({
+    maxBatch: 10,
+    maxQueue: 100,
+    run: async (ops) => {
+      runs.push(ops)
+      await new Promise((resolve) => setImmediate(resolve))
+      if (runs.length === 2) throw deadlock
+      return ops.map((op) => `stored ${op}`)
+    },
+    isOpFault: () => true,
+    isRetryable: (err) => err === deadlock
+  })
+  const lone = g.submit(0)
+  const pair = [g.submit(1), g.submit(2)]
+  await lone
+  t.same(await Promise.all(pair), ['stored 1', 'stored 2'])
+  t.same(runs, [[0], [1, 2], [1, 2]], 'the same batch again, not one op at a time')
+})
+
+t.test('when the server fails during a one-by-one rerun, the rest of the batch fails at once instead of each waiting it out', async (t) => {
+  const bad = Object.assign(new Error('check violation'), { code: '23514' })
+  const down = new Error('Connection terminated')
+  const runs: number[][] = []
+  const g = createGroupCommit<number, string>({
+    maxBatch: 10,
+    maxQueue: 100,
+    run: async (ops) => {
+      runs.push(ops)
+      await new Promise((resolve) => setImmediate(resolve))
+      if (ops.length > 1 && ops.includes(3)) throw bad
+      if (ops.length === 1 && ops[0] === 2) throw down
+      return ops.map((op) => `stored ${op}`)
+    },
+    isOpFault: (err) => err === bad
+  })
+  const lone = g.submit(0)
+  const rest = [1, 2, 3, 4].map((n) => settled(g.submit(n)))
+  await lone
+  const out = await Promise.all(rest)
+  t.same(out.map((r) => r.ok ? r.value : (r.err as Error).message), ['stored 1', 'Connection terminated', 'Connection terminated', 'Connection terminated'])
+  t.same(runs, [[0], [1, 2, 3, 4], [1], [2]], 'nothing run after the server failed')
+})
+
+t.test('a callback that throws leaves nobody waiting, and the queue goes on', async (t) => {
+  const g = createGroupCommit<number, string>({
+    maxBatch: 10,
+    maxQueue: 100,
+    run: async (ops) => { await new Promise((resolve) => setImmediate(resolve)); if (ops.includes(9)) throw new Error('bad'); return ops.map((op) => `stored ${op}`) },
+    isOpFault: () => { throw new Error('isOpFault bug') }
+  })
+  const lone = g.submit(0)
+  const doomed = [settled(g.submit(8)), settled(g.submit(9))]
+  await lone
+  const out = await Promise.all(doomed)
+  t.ok(out.every((r) => !r.ok), 'both answered (with an error), none left hanging')
+  t.equal(await g.submit(1), 'stored 1', 'the next batch runs')
+})
