@@ -27,6 +27,8 @@ export interface Metrics {
   dbWriteSplit: (size: number) => void
   /** A user turn's history came from the history cache (hit) or was read in the batch statement (miss). */
   historyLookup: (result: 'hit' | 'miss') => void
+  /** Rows of batches whose commit was unknown, deleted once the database answered again. */
+  dbWritesUndone: (rows: number) => void
   wsOpened: (endpoint: 'hints' | 'chat') => void
   wsClosed: (endpoint: 'hints' | 'chat', reason: string) => void
   wsRefused: (endpoint: 'hints' | 'chat', status: number) => void
@@ -244,6 +246,11 @@ export function createMetrics (): Metrics {
       this.set({ state: 'committing' }, w.committing)
     }
   })
+  const writesUndone = new Counter({
+    name: 'tether_db_unsure_writes_undone_total',
+    help: 'Rows of batches whose commit was unknown (the connection died after sending), deleted once the database answered again so that stored history matches the 503 their clients got.',
+    registers: [registry]
+  })
   const historyLookups = new Counter({
     name: 'tether_history_cache_lookups_total',
     help: 'Histories of new chats served from the history cache (hit) or read from PostgreSQL in the batch statement (miss).',
@@ -339,6 +346,7 @@ export function createMetrics (): Metrics {
     dbAcquired (seconds) { acquire.observe(seconds) },
     dbWriteBatch (size, seconds) { writeBatchSize.observe(size); writeBatchSeconds.observe(seconds) },
     dbWriteSplit () { writeSplits.inc() },
+    dbWritesUndone (rows) { if (rows > 0) writesUndone.inc(rows) },
     historyLookup (result) { (result === 'hit' ? historyHit : historyMiss).inc() },
     registry,
     setSources (s) { sources = s },

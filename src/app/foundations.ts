@@ -84,6 +84,7 @@ export async function startFoundations ({ config, log, clock, metrics, stack, pe
     historyMax: config.historyMaxMessages,
     historyCacheMaxBytes: config.historyCacheMaxBytes,
     onHistory: metrics.historyLookup,
+    onWritesUndone: metrics.dbWritesUndone,
     clock,
     log,
     onAcquire: metrics.dbAcquired,

@@ -16,6 +16,8 @@ import type { HistoryTurn } from '../mqtt/protocol.js'
 import { isUuid } from './chat-store.js'
 import { createGroupCommit, type GroupCommit } from './group-commit.js'
 import { createHistoryCache, type HistoryCache } from './history-cache.js'
+import { isConnectionFailure } from './db-errors.js'
+import { createUnsureWrites, type UnsureWrites } from './unsure-writes.js'
 import type { Database, MessageStatus } from './schema.js'
 
 export type ChatWrite =
@@ -39,6 +41,8 @@ export interface ChatWritesOptions {
   onRefused?: () => void
   /** A user turn's history came from the cache (hit) or was read in the statement (miss). */
   onHistory?: (result: 'hit' | 'miss') => void
+  /** Rows of batches whose commit was unknown, deleted after all (see unsure-writes.ts). */
+  onUndone?: (rows: number) => void
 }
 
 export interface ChatWrites {
@@ -51,6 +55,8 @@ export interface ChatWrites {
   /** Bytes held by the history cache. */
   readonly cacheBytes: number
   idle: () => Promise<void>
+  /** After idle(): one last try at undoing unsure writes, and no more timers. */
+  close: () => Promise<void>
 }
 
 /** `version`: the session's version as the statement saw it; `history`: null when the cache was current. */
@@ -129,7 +135,9 @@ const storable = (text: string): string => {
  * Runs one batch: one INSERT ... SELECT of every accepted row, with the history of each user
  * turn from the statement or the cache; then brings the cache up to date with what it stored.
  */
-async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, historyMax: number, ops: ChatWrite[], onHistory?: (result: 'hit' | 'miss') => void): Promise<ChatWriteResult[]> {
+async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, unsure: UnsureWrites, historyMax: number, ops: ChatWrite[], onHistory?: (result: 'hit' | 'miss') => void): Promise<ChatWriteResult[]> {
+  // Rows of an earlier batch whose commit is unknown go first (unsure-writes.ts).
+  if (unsure.pending > 0) await unsure.undo()
   const ids = ops.map(() => randomUUID())
   const contents = ops.map((o) => storable(o.content))
   // The version each user turn's session is cached at, when the cache can serve its bound.
@@ -145,8 +153,10 @@ async function runBatch (db: Kysely<Database>, cache: HistoryCache | null, histo
       readMax, cachedVersion
     ]))
   } catch (err) {
-    // What committed is unknown (an acknowledgment lost with the connection): forget these sessions.
     for (const o of ops) cache?.delete(o.sessionId)
+    // The connection died with the statement sent: it may have committed. Its callers hear 503,
+    // so its rows are deleted once the database answers again.
+    if (isConnectionFailure(err)) unsure.add(ids)
     throw err
   }
   try {
@@ -200,10 +210,11 @@ function afterCommit (resultRows: Row[], ops: ChatWrite[], ids: string[], conten
 
 export function createChatWrites (options: ChatWritesOptions): ChatWrites {
   const cache = options.historyCacheMaxBytes > 0 ? createHistoryCache(options.historyCacheMaxBytes) : null
+  const unsure = createUnsureWrites({ db: options.db, retryMs: 1000, max: 100_000, ...(options.onUndone !== undefined ? { onUndone: options.onUndone } : {}) })
   const group: GroupCommit<ChatWrite, ChatWriteResult> = createGroupCommit({
     maxBatch: options.maxBatch,
     maxQueue: options.maxQueue,
-    run: async (ops) => await runBatch(options.db, cache, options.historyMax, ops, options.onHistory),
+    run: async (ops) => await runBatch(options.db, cache, unsure, options.historyMax, ops, options.onHistory),
     // A constraint or a value the server refused is one write's fault; an unavailable
     // database, a statement timeout, a read-only server or a missing permission is everyone's.
     isOpFault: isRowFault,
@@ -226,6 +237,10 @@ export function createChatWrites (options: ChatWritesOptions): ChatWrites {
     get queued () { return group.queued },
     get committing () { return group.committing },
     get cacheBytes () { return cache?.bytes ?? 0 },
-    idle: group.idle
+    idle: group.idle,
+    async close () {
+      await unsure.undo()
+      unsure.stop()
+    }
   }
 }

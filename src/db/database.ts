@@ -37,6 +37,7 @@ export interface DatabaseOptions {
   onWriteSplit?: (size: number) => void
   onWriteRefused?: () => void
   onHistory?: (result: 'hit' | 'miss') => void
+  onWritesUndone?: (rows: number) => void
 }
 
 export interface Database {
@@ -101,6 +102,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
     historyMax: options.historyMax,
     historyCacheMaxBytes: options.historyCacheMaxBytes,
     ...(options.onHistory !== undefined ? { onHistory: options.onHistory } : {}),
+    ...(options.onWritesUndone !== undefined ? { onUndone: options.onWritesUndone } : {}),
     ...(options.onWriteBatch !== undefined ? { onBatch: options.onWriteBatch } : {}),
     ...(options.onWriteSplit !== undefined ? { onSplit: options.onWriteSplit } : {}),
     ...(options.onWriteRefused !== undefined ? { onRefused: options.onWriteRefused } : {})
@@ -120,6 +122,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
       // Writes already accepted are committed (or fail on the pool's own bounds) before the
       // pool goes: a chat answered during the shutdown grace is stored.
       await writes.idle()
+      await writes.close()
       await close()
     }
   }
