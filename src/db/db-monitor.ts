@@ -5,8 +5,10 @@
  *
  * Outcomes arrive in the order operations end, not the order they began: after a freeze
  * thaws, a query that started during it can still fail (its own timeout) after newer ones
- * succeeded. A failure of an operation that began before the latest success is stale
- * evidence and does not turn the status down again (readiness would flap to 503 otherwise).
+ * succeeded; in a partial outage, a query on an old connection can succeed after newer
+ * connects failed. The status is the outcome of the most recently begun operation that has
+ * ended: an outcome of an operation older than the one that last set it is stale evidence
+ * and changes nothing (readiness would flap otherwise).
  */
 import { sql, type Kysely } from 'kysely'
 import type { Clock } from '../clock.js'
@@ -42,10 +44,21 @@ export function createDbMonitor (options: {
   let running = false
   let probing = false
   // Start time of the most recent successful operation (performance.now()).
-  let lastSuccessStartedAt = -Infinity
+  // Start time (performance.now()) of the operation whose outcome set the status last.
+  let settledBy = -Infinity
+
+  /** Whether an outcome of an operation begun at `startedAt` is newer evidence than the last. */
+  function newer (startedAt: number, what: string): boolean {
+    if (startedAt < settledBy) {
+      log.debug({ what }, 'database outcome of an operation older than the latest one: ignored')
+      return false
+    }
+    settledBy = startedAt
+    return true
+  }
 
   function markUp (startedAt: number = performance.now()): void {
-    if (startedAt > lastSuccessStartedAt) lastSuccessStartedAt = startedAt
+    if (!newer(startedAt, 'success')) return
     if (status === 'up') return
     log.info({ down_ms: downSince === null ? 0 : clock.now() - downSince }, 'database reachable again')
     status = 'up'
@@ -54,10 +67,7 @@ export function createDbMonitor (options: {
   }
 
   function markDown (err: unknown, startedAt: number = performance.now()): void {
-    if (startedAt < lastSuccessStartedAt) {
-      log.debug({ err: err instanceof Error ? err.message : String(err) }, 'database failure of an operation older than the latest success: ignored')
-      return
-    }
+    if (!newer(startedAt, err instanceof Error ? err.message : String(err))) return
     lastError = err instanceof Error ? err.message : String(err)
     if (status === 'down') return
     status = 'down'
