@@ -1,10 +1,12 @@
 /**
- * The PostgreSQL ceiling: what the persistent chat path's two statements alone can do on this
- * server, with no HTTP, MQTT or worker in the way. The gateway's own compiled modules are used
- * (`db/pool.js`, `db/chat-store.js`, defaults from `config.js`), so the statements, the pool
- * size and the pool discipline are exactly the gateway's; each "chat" is `beginChat` (own the
- * session, read the history, insert the user's message) then `finishChat` (insert the reply),
- * `concurrency` of them in flight (closed loop). The persistent gateway can at best match this.
+ * The PostgreSQL ceiling: what the persistent chat path's two writes can do on this server
+ * when each is its own statement, with no HTTP, MQTT or worker in the way and no group commit.
+ * The gateway's own compiled modules are used (`db/pool.js`, `db/chat-writes.js`, defaults from
+ * `config.js`), so the statement, the pool size and the pool discipline are the gateway's; each
+ * "chat" is `beginChat` (own the session, read the history, insert the user's message) then
+ * `finishChat` (insert the reply), `concurrency` of them in flight (closed loop), each through a
+ * writer of its own that batches nothing (batches of one, no history cache). The gateway, which
+ * groups the writes of concurrent chats, can exceed it.
  */
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -33,23 +35,24 @@ interface GatewayConfig {
   readonly dbIdleInTxTimeoutMs: number
   readonly historyMaxMessages: number
 }
-interface ChatStore {
+interface ChatWrites {
   beginChat: (userId: string, sessionId: string, content: string, historyMax: number) => Promise<unknown>
   finishChat: (sessionId: string, content: string) => Promise<unknown>
 }
 interface Modules {
   loadConfig: (env: Record<string, string>) => GatewayConfig
-  createDbPool: (o: { url: string, size: number, acquireTimeoutMs: number, statementTimeoutMs: number, idleInTxTimeoutMs: number }) => { db: unknown, end: () => Promise<void> }
-  createChatStore: (db: unknown) => ChatStore
+  createDbPool: (o: { url: string, size: number, acquireTimeoutMs: number, statementTimeoutMs: number, idleInTxTimeoutMs: number, prepared?: unknown }) => { db: unknown, end: () => Promise<void> }
+  createChatWrites: (o: { db: unknown, maxBatch: number, maxQueue: number, historyMax: number, historyCacheMaxBytes: number }) => ChatWrites
+  PREPARED_STATEMENTS: unknown
 }
 
 async function load (dir: string): Promise<Modules> {
   const imp = async (file: string): Promise<Record<string, unknown>> => await import(pathToFileURL(join(dir, file)).href) as Record<string, unknown>
-  const [config, pool, store] = await Promise.all([imp('config.js'), imp('db/pool.js'), imp('db/chat-store.js')])
-  for (const [mod, name] of [[config, 'loadConfig'], [pool, 'createDbPool'], [store, 'createChatStore']] as const) {
+  const [config, pool, store] = await Promise.all([imp('config.js'), imp('db/pool.js'), imp('db/chat-writes.js')])
+  for (const [mod, name] of [[config, 'loadConfig'], [pool, 'createDbPool'], [store, 'createChatWrites']] as const) {
     if (typeof mod[name] !== 'function') throw new Error(`the gateway build in ${dir} does not export ${name}; the PostgreSQL ceiling follows src/db/`)
   }
-  return { loadConfig: config.loadConfig, createDbPool: pool.createDbPool, createChatStore: store.createChatStore } as Modules
+  return { loadConfig: config.loadConfig, createDbPool: pool.createDbPool, createChatWrites: store.createChatWrites, PREPARED_STATEMENTS: store.PREPARED_STATEMENTS } as Modules
 }
 
 export interface PgRun {
@@ -70,9 +73,12 @@ export async function runPgCeiling (o: PgLoadOptions): Promise<PgRun> {
     size: config.dbPoolSize,
     acquireTimeoutMs: config.dbAcquireTimeoutMs,
     statementTimeoutMs: config.dbStatementTimeoutMs,
-    idleInTxTimeoutMs: config.dbIdleInTxTimeoutMs
+    idleInTxTimeoutMs: config.dbIdleInTxTimeoutMs,
+    prepared: m.PREPARED_STATEMENTS
   })
-  const chats = m.createChatStore(pool.db)
+  // One writer per chat in flight, taken from and given back to a free list: no two chats share
+  // a writer, so none waits for another's statement and nothing is grouped.
+  const free = Array.from({ length: o.concurrency }, () => m.createChatWrites({ db: pool.db, maxBatch: 1, maxQueue: 1, historyMax: config.historyMaxMessages, historyCacheMaxBytes: 0 }))
   const latencies = new LatencyRecorder()
   const statuses = new Tally()
   const errors = new Tally()
@@ -87,12 +93,15 @@ export async function runPgCeiling (o: PgLoadOptions): Promise<PgRun> {
     const started = performance.now()
     outstanding++
     let failed: string | undefined
+    const chats = free.pop() as ChatWrites
     try {
       const begun = await chats.beginChat(o.userId, sessionId, 'hello', config.historyMaxMessages)
       if (begun === null) failed = 'session_not_found'
       else await chats.finishChat(sessionId, 'echo: hello')
     } catch (err) {
       failed = (err as { code?: string }).code ?? 'error'
+    } finally {
+      free.push(chats)
     }
     outstanding--
     const now = performance.now()

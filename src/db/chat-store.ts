@@ -1,11 +1,9 @@
 /**
  * Chat sessions and their messages. Every read and write is scoped to the owner: another
- * user's session looks exactly like a missing one. The chat hot path is two statements per
- * chat: `beginChat` (ownership, history and the user's message in one round trip) and
- * `finishChat` (the assistant's message).
+ * user's session looks exactly like a missing one. The chat hot path's writes (each chat's
+ * turns, with its history read) are chat-writes.ts's, group-committed.
  */
-import { sql, type Kysely } from 'kysely'
-import type { HistoryTurn } from '../mqtt/protocol.js'
+import type { Kysely } from 'kysely'
 import type { Database, MessageStatus } from './schema.js'
 
 /** Session and message ids are UUIDs; anything else cannot exist and is not sent to the database. */
@@ -41,38 +39,6 @@ export function createChatStore (db: Kysely<Database>) {
       const newest = await db.selectFrom('chat_messages').select(['id', 'role', 'content', 'status', 'created_at', 'seq'])
         .where('session_id', '=', sessionId).orderBy('seq', 'desc').limit(limit).execute()
       return newest.reverse().map(({ seq: _seq, ...row }) => row)
-    },
-    /**
-     * Stores the user's message and returns the session's earlier turns (oldest first, at
-     * most `historyMax`), in one statement; null when the session is not the user's. The
-     * history CTE reads the snapshot from before the insert, so it never includes the new
-     * message (PostgreSQL: data-modifying statements in WITH).
-     */
-    async beginChat (userId: string, sessionId: string, content: string, historyMax: number): Promise<{ history: HistoryTurn[] } | null> {
-      if (!isUuid(sessionId)) return null
-      const result = await sql<{ inserted: string | null, history: HistoryTurn[] | null }>`
-        WITH owned AS (
-          SELECT id FROM chat_sessions WHERE id = ${sessionId} AND user_id = ${userId}
-        ), recent AS (
-          SELECT role, content, seq FROM chat_messages
-          WHERE session_id = (SELECT id FROM owned)
-          ORDER BY seq DESC LIMIT ${historyMax}
-        ), inserted AS (
-          INSERT INTO chat_messages (session_id, role, content)
-          SELECT id, 'user', ${content} FROM owned
-          RETURNING id
-        )
-        SELECT (SELECT id FROM inserted) AS inserted,
-               (SELECT json_agg(json_build_object('role', role, 'content', content) ORDER BY seq) FROM recent) AS history
-      `.execute(db)
-      const row = result.rows[0]
-      if (row === undefined || row.inserted === null) return null
-      return { history: row.history ?? [] }
-    },
-    /** Stores the assistant's turn: the answer, or (status other than complete) what arrived of it. */
-    async finishChat (sessionId: string, content: string, status: MessageStatus = 'complete'): Promise<{ id: string, created_at: Date }> {
-      return await db.insertInto('chat_messages').values({ session_id: sessionId, role: 'assistant', content, status })
-        .returning(['id', 'created_at']).executeTakeFirstOrThrow()
     }
   }
 }

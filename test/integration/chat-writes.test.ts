@@ -154,7 +154,10 @@ t.test('a write by another gateway, or by anything else, to a cached session mak
   t.same(third?.history.map((m) => m.content), ['q1', 'a1', 'q2', 'a2 from the other gateway'], 'the other gateway\'s turn is in the history')
   t.same(one.lookups, ['miss', 'hit', 'miss'], 'the version check saw the other writer')
   // A writer that knows nothing of the cache (an older release, a script): the trigger bumps the version all the same.
-  await one.db.chats.finishChat(a.sessionId, 'a3 written directly')
+  const admin = new pg.Client({ connectionString: one.db.url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  await admin.query("INSERT INTO chat_messages (session_id, role, content) VALUES ($1, 'assistant', 'a3 written directly')", [a.sessionId])
   const fourth = await one.db.writes.beginChat(a.userId, a.sessionId, 'q4', 20)
   t.same(fourth?.history.map((m) => m.content).slice(-2), ['q3', 'a3 written directly'])
   t.same(one.lookups.at(-1), 'miss')

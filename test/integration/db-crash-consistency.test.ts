@@ -9,7 +9,7 @@
 import t from 'tap'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway } from '../fixtures/gateway.js'
-import { postgresBinDir, startPrivatePostgres } from '../fixtures/private-postgres.js'
+import { startPrivatePostgres } from '../fixtures/private-postgres.js'
 import { auditStoredChats } from '../fixtures/stored-chats-audit.js'
 import { echo, startScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
@@ -19,10 +19,8 @@ const SESSIONS = 8
 
 interface Sent { key: string, content: string, status: number | 'error', error?: string, messageId?: string }
 
-const binDir = postgresBinDir()
-
-t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored once and in order, 503s left no answer', { skip: binDir === undefined ? 'no PostgreSQL binaries under /usr/lib/postgresql (.ci/run installs them)' : false }, async (t) => {
-  const server = await startPrivatePostgres(binDir as string)
+t.test('PostgreSQL stopped -m immediate mid-load and started again: 200s stored once and in order, 503s left no answer', async (t) => {
+  const server = await startPrivatePostgres()
   t.teardown(() => server.stop())
   const broker = await startTestBroker()
   t.teardown(() => broker.close())

@@ -20,8 +20,12 @@ t.test('the rows of unsure writes are deleted once the database answers, before 
   const { sql } = await import('kysely')
   const user = await sql<{ id: string }>`INSERT INTO users (username, password_hash) VALUES ('u', 'x') RETURNING id`.execute(direct.db)
   const session = await chats.createSession(user.rows[0]?.id as string, 's')
-  const kept = await chats.finishChat(session.id, 'kept')
-  const committedAfterAll = await chats.finishChat(session.id, 'answered 503 but committed')
+  const insert = async (content: string): Promise<string> => {
+    const row = await sql<{ id: string }>`INSERT INTO chat_messages (session_id, role, content) VALUES (${session.id}, 'assistant', ${content}) RETURNING id`.execute(direct.db)
+    return row.rows[0]?.id as string
+  }
+  const kept = { id: await insert('kept') }
+  const committedAfterAll = { id: await insert('answered 503 but committed') }
 
   const { proxy, url } = await proxiedDatabase(t, db)
   const viaProxy = createDbPool({ url, size: 1, acquireTimeoutMs: 300, statementTimeoutMs: 1000, idleInTxTimeoutMs: 5000 })

@@ -23,6 +23,19 @@ function fakeDatabase () {
   return { batches, run, commit, get inFlight () { return pending.length } }
 }
 
+/** A statement that runs on the next turn and fails when `failure` names an error for the batch (the nth run, from 1). */
+function scripted (failure: (ops: number[], n: number) => unknown) {
+  const runs: number[][] = []
+  const run = async (ops: number[]): Promise<string[]> => {
+    runs.push(ops)
+    await new Promise((resolve) => setImmediate(resolve))
+    const err = failure(ops, runs.length)
+    if (err !== undefined) throw err
+    return ops.map((op) => `stored ${op}`)
+  }
+  return { runs, run }
+}
+
 const settled = <T>(p: Promise<T>): Promise<{ ok: true, value: T } | { ok: false, err: unknown }> =>
   p.then((value) => ({ ok: true as const, value }), (err: unknown) => ({ ok: false as const, err }))
 
@@ -89,16 +102,11 @@ t.test('a write owed to work already accepted is queued even when the queue is f
 t.test('a batch that fails on one write\'s data is run again one write at a time: only that write fails', async (t) => {
   const bad = new Error('violates check constraint')
   let splits = 0
-  const batches: number[][] = []
+  const { runs: batches, run } = scripted((ops) => ops.includes(13) ? bad : undefined)
   const g = createGroupCommit<number, string>({
     maxBatch: 10,
     maxQueue: 100,
-    run: async (ops) => {
-      batches.push(ops)
-      await new Promise((resolve) => setImmediate(resolve))
-      if (ops.includes(13)) throw bad
-      return ops.map((op) => `stored ${op}`)
-    },
+    run,
     isOpFault: (err) => err === bad,
     onSplit: () => { splits++ }
   })
@@ -130,16 +138,11 @@ t.test('a batch that fails because the database is unavailable fails every write
 
 t.test('a batch the server failed for a deadlock is run once more whole, and answered from the retry', async (t) => {
   const deadlock = Object.assign(new Error('deadlock detected'), { code: '40P01' })
-  const runs: number[][] = []
+  const { runs, run } = scripted((_, n) => n === 2 ? deadlock : undefined)
   const g = createGroupCommit<number, string>({
     maxBatch: 10,
     maxQueue: 100,
-    run: async (ops) => {
-      runs.push(ops)
-      await new Promise((resolve) => setImmediate(resolve))
-      if (runs.length === 2) throw deadlock
-      return ops.map((op) => `stored ${op}`)
-    },
+    run,
     isOpFault: () => true,
     isRetryable: (err) => err === deadlock
   })
@@ -153,17 +156,11 @@ t.test('a batch the server failed for a deadlock is run once more whole, and ans
 t.test('when the server fails during a one-by-one rerun, the rest of the batch fails at once instead of each waiting it out', async (t) => {
   const bad = Object.assign(new Error('check violation'), { code: '23514' })
   const down = new Error('Connection terminated')
-  const runs: number[][] = []
+  const { runs, run } = scripted((ops) => ops.length > 1 && ops.includes(3) ? bad : ops.length === 1 && ops[0] === 2 ? down : undefined)
   const g = createGroupCommit<number, string>({
     maxBatch: 10,
     maxQueue: 100,
-    run: async (ops) => {
-      runs.push(ops)
-      await new Promise((resolve) => setImmediate(resolve))
-      if (ops.length > 1 && ops.includes(3)) throw bad
-      if (ops.length === 1 && ops[0] === 2) throw down
-      return ops.map((op) => `stored ${op}`)
-    },
+    run,
     isOpFault: (err) => err === bad
   })
   const lone = g.submit(0)
@@ -178,7 +175,7 @@ t.test('a callback that throws leaves nobody waiting, and the queue goes on', as
   const g = createGroupCommit<number, string>({
     maxBatch: 10,
     maxQueue: 100,
-    run: async (ops) => { await new Promise((resolve) => setImmediate(resolve)); if (ops.includes(9)) throw new Error('bad'); return ops.map((op) => `stored ${op}`) },
+    run: scripted((ops) => ops.includes(9) ? new Error('bad') : undefined).run,
     isOpFault: () => { throw new Error('isOpFault bug') }
   })
   const lone = g.submit(0)
