@@ -7,6 +7,7 @@
  *     client: attached --DETACH--> detached --ATTACH--> attached  (detached arms the resume grace)
  *   from anywhere in active:
  *     DONE --> done · ERROR --> failed (worker) · LINK_DOWN --> failed (link) · SHUTDOWN --> failed
+ *     WORKER_LOST --> failed (its worker went offline) · NO_WORKERS --> failed (no worker could take it)
  *     CANCEL --> cancelled (the client pressed Stop) · ABORT --> cancelled (the client is gone)
  *     STALL --> stalled (no first chunk, or silence after one, past its bound)
  *     GRACE_OVER (detached only) --> cancelled (the client did not come back)
@@ -27,7 +28,7 @@
 import { assign, setup } from 'xstate'
 
 export type PendingOutcome = 'done' | 'failed' | 'timedOut' | 'cancelled' | 'stalled'
-export type FailureCause = 'worker_error' | 'link_down' | 'shutdown'
+export type FailureCause = 'worker_error' | 'link_down' | 'shutdown' | 'worker_lost' | 'no_workers'
 /** Why a chat was cancelled: the contract's cancel reasons that come from the client. */
 export type CancelReason = 'client_cancelled' | 'client_gone'
 /** Which stall bound is armed: the first chunk's (CHAT_FIRST_CHUNK_TIMEOUT_MS) or the idle one (CHAT_IDLE_TIMEOUT_MS). */
@@ -50,6 +51,10 @@ export type PendingEvent =
   | { type: 'ERROR', error: string }
   | { type: 'LINK_DOWN' }
   | { type: 'SHUTDOWN' }
+  /** The announced worker holding it went offline, and it could not move (src/chat/worker-routing.ts). */
+  | { type: 'WORKER_LOST' }
+  /** Every worker it was offered to answered `busy`, or none was left to offer it to. */
+  | { type: 'NO_WORKERS' }
   | { type: 'CANCEL' }
   | { type: 'ABORT' }
   | { type: 'DETACH' }
@@ -83,6 +88,8 @@ export const pendingRequestMachine = setup({
     }),
     recordLinkDown: assign({ cause: 'link_down' as FailureCause }),
     recordShutdown: assign({ cause: 'shutdown' as FailureCause }),
+    recordWorkerLost: assign({ cause: 'worker_lost' as FailureCause }),
+    recordNoWorkers: assign({ cause: 'no_workers' as FailureCause }),
     recordCancelled: assign({ cancelReason: 'client_cancelled' as CancelReason }),
     recordGone: assign({ cancelReason: 'client_gone' as CancelReason })
   }
@@ -101,6 +108,8 @@ export const pendingRequestMachine = setup({
         ERROR: { target: 'failed', actions: 'recordWorkerError' },
         LINK_DOWN: { target: 'failed', actions: 'recordLinkDown' },
         SHUTDOWN: { target: 'failed', actions: 'recordShutdown' },
+        WORKER_LOST: { target: 'failed', actions: 'recordWorkerLost' },
+        NO_WORKERS: { target: 'failed', actions: 'recordNoWorkers' },
         CANCEL: { target: 'cancelled', actions: 'recordCancelled' },
         ABORT: { target: 'cancelled', actions: 'recordGone' },
         STALL: 'stalled'

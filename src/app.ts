@@ -117,9 +117,9 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const chats = migrated(() => database.chats)
 
     const core = createChatCore({ config, log, clock, metrics, topics, url, ...(deps.random !== undefined ? { random: deps.random } : {}) })
-    const { registry, link, chat, hub, streams } = core
+    const { registry, link, chat, hub, streams, fleet } = core
     chatsInFlight = () => registry.size
-    const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, streams, shuttingDown: () => shuttingDown })
+    const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, streams, fleet, shuttingDown: () => shuttingDown })
     metrics.setSources(view)
 
     if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')

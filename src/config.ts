@@ -10,7 +10,8 @@ import { availableParallelism } from 'node:os'
 import { isAddressOrNetwork, LOOPBACK_PROXIES } from './http/client-address.js'
 import { ConfigError, defineConfig, nameInEnv, settingOf, type Env } from './settings/kernel.js'
 import { checkMqttLinkSettings, mqttLinkSettings, type MqttLinkSettings } from './settings/mqtt-link-settings.js'
-import { bool, identifier, int, logLevel, mebibytes, mqttUrl, problem, type LogLevel, type Problem } from './settings/parsers.js'
+import type { PresenceMode } from './chat/worker-routing.js'
+import { bool, identifier, int, logLevel, mebibytes, mqttUrl, oneOf, problem, type LogLevel, type Problem } from './settings/parsers.js'
 
 export { ConfigError, EXIT_CONFIG } from './settings/kernel.js'
 export type { LogLevel } from './settings/parsers.js'
@@ -33,6 +34,14 @@ export interface Config extends MqttLinkSettings {
   readonly streamRetainMs: number
   /** Bytes of chunk text all replay buffers may hold together. */
   readonly streamBufferMaxBytes: number
+  /** How announced LLM workers are used (src/chat/worker-routing.ts). */
+  readonly workerPresence: PresenceMode
+  /** How long an announced worker has to acknowledge a request before it moves. */
+  readonly chatAcceptTimeoutMs: number
+  /** Announced workers remembered at once. */
+  readonly workerRegistryMax: number
+  /** How long an offline worker is remembered. */
+  readonly workerForgetMs: number
   readonly maxPending: number
   readonly maxPendingPerSession: number
   /** Chats in flight per user, all sessions and sockets together (fair share). */
@@ -243,6 +252,10 @@ export const SETTINGS = [
   s({ env: 'STREAM_RESUME_GRACE_MS', key: 'streamResumeGraceMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'How long a streamed chat (WebSocket or server-sent events) outlives its client\'s connection, so that the client can reconnect and resume it; only then is it cancelled (the LLM worker is told, reason `client_gone`). The plain JSON path still cancels when its client goes.' }),
   s({ env: 'STREAM_RETAIN_MS', key: 'streamRetainMs', fallback: 60_000, example: '60000', parse: int(0, 3_600_000), doc: 'How long a finished stream stays resumable (its chunks and its end replayed).' }),
   s({ env: 'STREAM_BUFFER_MAX_BYTES', key: 'streamBufferMaxBytes', fallback: 67_108_864, example: '67108864', parse: int(0, 4 * 1024 * 1024 * 1024), doc: 'Bytes of chunk text all replay buffers together may hold (64 MiB by default, `tether_stream_buffer_bytes` shows the use). Past it the oldest finished streams are dropped first, then the stream that grew it; a dropped stream can no longer be resumed (`stream_not_found`), never replayed with a gap.' }),
+  s({ env: 'WORKER_PRESENCE', key: 'workerPresence', fallback: 'auto', example: 'auto', parse: oneOf<PresenceMode>(['auto', 'required', 'off']), doc: 'How announced LLM workers (heartbeats on `llm/workers/<id>`) are used. `auto`: once any worker has announced itself, chats go to the least loaded online worker on `llm/chat/request/<worker_id>` and none online is `503 no_workers` at once; until then (v1 workers), the shared `llm/chat/request`. `required`: always so, even before the first heartbeat. `off`: presence ignored, always the shared topic.' }),
+  s({ env: 'CHAT_ACCEPT_TIMEOUT_MS', key: 'chatAcceptTimeoutMs', fallback: 2000, example: '2000', parse: int(50, 600_000), doc: 'How long an announced LLM worker has to acknowledge a request (`ack`, or any reply). Past it the request moves to another worker once; with nowhere to go it ends with `503 worker_lost`.' }),
+  s({ env: 'WORKER_REGISTRY_MAX', key: 'workerRegistryMax', fallback: 1000, example: '1000', parse: int(1, 100_000), doc: 'Announced LLM workers remembered at once. Past it the longest-offline one is forgotten; with none offline, heartbeats of new workers are dropped (counted as `registry_full`).' }),
+  s({ env: 'WORKER_FORGET_MS', key: 'workerForgetMs', fallback: 600_000, example: '600000', parse: int(1000, 86_400_000), doc: 'How long an offline LLM worker stays listed (`/api/health/workers`) before it is forgotten. With `WORKER_PRESENCE=auto`, when every worker is forgotten chats go to the shared topic again.' }),
   s({ env: 'MAX_PENDING', key: 'maxPending', fallback: 10_000, example: '10000', parse: int(1, 1_000_000), doc: 'Chats in flight at once; more get 429.' }),
   s({ env: 'MAX_PENDING_PER_SESSION', key: 'maxPendingPerSession', fallback: 4, example: '4', parse: int(1, 10_000), doc: 'Chats in flight per session; more get 429.' }),
   s({ env: 'MAX_PENDING_PER_USER', key: 'maxPendingPerUser', fallback: 16, example: '16', parse: int(1, 1_000_000), doc: 'Chats in flight per user over all their sessions and sockets; more get `429 too_many_requests`. Fair share: no account can take the slots of `MAX_PENDING`.' }),

@@ -21,6 +21,8 @@ export const ERRORS = {
   llm_error: { status: 502, message: 'The LLM worker reported an error.' },
   llm_unavailable: { status: 503, message: 'The model broker is not reachable right now.' },
   shutting_down: { status: 503, message: 'The server is shutting down.' },
+  no_workers: { status: 503, message: 'No LLM worker can take this chat right now.' },
+  worker_lost: { status: 503, message: 'The LLM worker answering this chat stopped responding.' },
   db_unavailable: { status: 503, message: 'The database is not reachable right now.' },
   overloaded: { status: 503, message: 'The server is overloaded; retry later.' },
   llm_timeout: { status: 504, message: 'The model did not answer in time.' },

@@ -21,6 +21,8 @@ export interface HealthReport {
     mqtt: { state: LinkStateName, connected: boolean, last_activity_seconds_ago: number, reconnect_attempts: number, pending_requests: number }
     db: { status: string, pool: { total: number, idle: number, in_use: number, waiting: number } }
     event_loop: { lag_p99_ms: number }
+    /** Announced LLM workers (contract v1.1): online ones, their free-for-new-chats capacity, and this gateway's chats on them. */
+    workers: { online: number, capacity: number, in_flight: number }
     memory: { rss_bytes: number, heap_used_bytes: number, soft_limit_bytes: number | null }
     issues: string[]
   }
@@ -59,6 +61,12 @@ export function computeHealth (src: RuntimeView): HealthReport {
     issues.push(db.status === 'migrating' ? 'database schema not migrated yet (database unreachable at start-up)' : `database unreachable for ${Math.round(downMs / 1000)}s`)
     worsen('unhealthy')
   }
+  const workers = src.workers()
+  // With presence in use, no worker online means every chat is refused: nobody is answering.
+  if ((workers.mode === 'required' || (workers.mode === 'auto' && workers.announced)) && workers.online === 0) {
+    issues.push(workers.suspect > 0 ? `no LLM worker online (${workers.suspect} suspect)` : 'no LLM worker online')
+    worsen('degraded')
+  }
   const lag = src.lagP99Ms()
   if (lag > src.lagDegradedMs) {
     issues.push(`event loop lag p99 ${lag} ms over ${src.lagDegradedMs} ms`)
@@ -85,9 +93,24 @@ export function computeHealth (src: RuntimeView): HealthReport {
       },
       db: { status: db.status, pool: { total: db.pool.total, idle: db.pool.idle, in_use: db.pool.checkedOut, waiting: db.pool.waiting } },
       event_loop: { lag_p99_ms: lag },
+      workers: { online: workers.online, capacity: workers.capacity, in_flight: workers.in_flight },
       memory: { rss_bytes: memory.rss, heap_used_bytes: memory.heapUsed, soft_limit_bytes: src.memorySoftLimitBytes > 0 ? src.memorySoftLimitBytes : null },
       issues
     }
+  }
+}
+
+/** The /api/health/workers body: the fleet as this gateway sees it, each worker with its state. */
+export function computeWorkersHealth (src: RuntimeView): Record<string, unknown> {
+  const w = src.workers()
+  return {
+    mode: w.mode,
+    online: w.online,
+    suspect: w.suspect,
+    offline: w.offline,
+    capacity: w.capacity,
+    in_flight: w.in_flight,
+    workers: src.workerList()
   }
 }
 

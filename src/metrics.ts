@@ -7,6 +7,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { Settlement } from './chat/pending-registry.js'
 import type { ReplyDrop } from './chat/dispatcher.js'
+import type { MoveReason } from './chat/worker-routing.js'
+import type { PresenceDrop, WorkerState } from './fleet/worker-fleet.js'
 import type { RuntimeView } from './runtime-view.js'
 
 export const LINK_STATES: readonly LinkStateName[] = ['connecting', 'connected', 'stale', 'reconnecting', 'givingUp', 'closed']
@@ -42,11 +44,21 @@ export interface Metrics {
   sseSlowConsumer: () => void
   streamResumed: (result: 'attached' | 'ended' | 'not_found') => void
   cancelSent: (reason: string) => void
+  /** A presence message on llm/workers/+ was dropped. */
+  presenceDropped: (reason: PresenceDrop) => void
+  /** An announced LLM worker changed state. */
+  workerTransition: (to: WorkerState | 'forgotten') => void
+  /** A chat refused at once: no worker online (none) or all at capacity (full). */
+  noWorkers: (reason: 'none' | 'full') => void
+  /** A chat moved to another worker before it was acknowledged. */
+  chatMoved: (reason: MoveReason) => void
   statePublished: () => void
   watchdogStall: (stallMs: number) => void
   /** The largest event-loop delay of the last sampling interval, in seconds. */
   loopDelaySample: (seconds: number) => void
 }
+
+const WORKER_STATES: readonly WorkerState[] = ['online', 'suspect', 'offline']
 
 export const HANDLER_NAMES = ['ws_upgrade', 'ws_open', 'ws_message', 'ws_drain', 'ws_close', 'mqtt_message'] as const
 export type HandlerName = typeof HANDLER_NAMES[number]
@@ -132,7 +144,7 @@ export function createMetrics (): Metrics {
   })
   const outcomes = new Counter({
     name: 'tether_chat_requests_total',
-    help: 'Chat requests by how they ended: done, worker_error, link_down, shutdown, timed_out, stalled, cancelled.',
+    help: 'Chat requests by how they ended: done, worker_error, link_down, shutdown, worker_lost, no_workers, timed_out, stalled, cancelled.',
     labelNames: ['outcome'],
     registers: [registry]
   })
@@ -169,7 +181,53 @@ export function createMetrics (): Metrics {
   })
   const cancelsSent = new Counter({
     name: 'tether_chat_cancels_sent_total',
-    help: 'Cancels published to LLM workers on llm/chat/cancel, by reason: client_cancelled, client_gone, deadline, stalled, shutdown.',
+    help: 'Cancels published to LLM workers on llm/chat/cancel (or an announced worker\'s own cancel topic), by reason: client_cancelled, client_gone, deadline, stalled, shutdown, worker_lost.',
+    labelNames: ['reason'],
+    registers: [registry]
+  })
+  new Gauge({
+    name: 'tether_workers',
+    help: 'Announced LLM workers by presence state: online, suspect (a heartbeat late), offline (silent 3 intervals, or its last will). No worker ids: /api/health/workers lists them.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect () {
+      const w = sources?.workers()
+      for (const state of WORKER_STATES) this.set({ state }, w?.[state] ?? 0)
+    }
+  })
+  new Gauge({
+    name: 'tether_workers_capacity',
+    help: 'Chats the online, non-draining announced LLM workers say they take at once, summed.',
+    registers: [registry],
+    collect () { this.set(sources?.workers().capacity ?? 0) }
+  })
+  new Gauge({
+    name: 'tether_workers_in_flight',
+    help: 'Chats this gateway has in flight on announced LLM workers.',
+    registers: [registry],
+    collect () { this.set(sources?.workers().in_flight ?? 0) }
+  })
+  const presenceDropped = new Counter({
+    name: 'tether_worker_presence_dropped_total',
+    help: 'Presence messages on llm/workers/+ dropped: malformed, impostor (payload names another worker than its topic), absurd (capacity, in_flight or heartbeat_ms out of bounds), registry_full (WORKER_REGISTRY_MAX).',
+    labelNames: ['reason'],
+    registers: [registry]
+  })
+  const workerTransitions = new Counter({
+    name: 'tether_worker_transitions_total',
+    help: 'Announced LLM workers entering a presence state: online, suspect, offline, forgotten.',
+    labelNames: ['to'],
+    registers: [registry]
+  })
+  const noWorkers = new Counter({
+    name: 'tether_chat_no_workers_total',
+    help: 'Chats answered 503 no_workers at once: none (no announced worker online), full (all at capacity).',
+    labelNames: ['reason'],
+    registers: [registry]
+  })
+  const moved = new Counter({
+    name: 'tether_chat_moved_total',
+    help: 'Chats moved to another LLM worker before being acknowledged: no_ack (CHAT_ACCEPT_TIMEOUT_MS), offline, busy.',
     labelNames: ['reason'],
     registers: [registry]
   })
@@ -342,6 +400,10 @@ export function createMetrics (): Metrics {
     sseSlowConsumer () { sseSlow.inc() },
     streamResumed (result) { resumes.inc({ result }) },
     cancelSent (reason) { cancelsSent.inc({ reason }) },
+    presenceDropped (reason) { presenceDropped.inc({ reason }) },
+    workerTransition (to) { workerTransitions.inc({ to }) },
+    noWorkers (reason) { noWorkers.inc({ reason }) },
+    chatMoved (reason) { moved.inc({ reason }) },
     statePublished () { states.inc() },
     dbAcquired (seconds) { acquire.observe(seconds) },
     dbWriteBatch (size, seconds) { writeBatchSize.observe(size); writeBatchSeconds.observe(seconds) },

@@ -6,6 +6,7 @@
  */
 import type { LinkStateName } from '../machines/mqtt-link.machine.js'
 import type { LinkTransition } from './mqtt/mqtt-link.js'
+import type { FleetSummary, WorkerView } from './fleet/worker-fleet.js'
 
 export interface LinkView {
   readonly state: LinkStateName
@@ -50,4 +51,7 @@ export interface RuntimeView {
   db: () => DbView
   /** Resumable streams kept, the bytes their replay buffers hold, and the bound on those bytes. */
   streams: () => { count: number, bytes: number, maxBytes: number }
+  /** The announced LLM workers: counts by state, capacity and chats in flight, and each one. */
+  workers: () => FleetSummary & { mode: 'auto' | 'required' | 'off', announced: boolean }
+  workerList: () => WorkerView[]
 }

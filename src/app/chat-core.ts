@@ -7,6 +7,7 @@ import { createDispatcher, type Dispatcher } from '../chat/dispatcher.js'
 import { createPendingRegistry, type PendingRegistry } from '../chat/pending-registry.js'
 import { createStreamStore, type StreamStore } from '../chat/stream-store.js'
 import { describeFailure } from '../failure.js'
+import { createWorkerFleet, type WorkerFleet } from '../fleet/worker-fleet.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
@@ -22,6 +23,8 @@ const CAP_LIMITS = { total_cap: 'pending_total', session_cap: 'pending_session',
 export interface ChatCore {
   registry: PendingRegistry
   link: MqttLink
+  /** The announced LLM workers. */
+  fleet: WorkerFleet
   chat: Dispatcher
   /** Resumable streams' replay buffers (started and stopped with the dispatcher). */
   streams: StreamStore
@@ -71,8 +74,25 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
   })
   link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
   link.events.on('attempt', metrics.connectAttempt)
+  const fleet = createWorkerFleet({
+    link,
+    topics,
+    clock,
+    log,
+    maxWorkers: config.workerRegistryMax,
+    forgetAfterMs: config.workerForgetMs,
+    ...(random !== undefined ? { random } : {}),
+    // The dispatcher is built below, from the fleet: bound late.
+    onOffline: (workerId) => { chat.workerOffline(workerId) },
+    onDropped: metrics.presenceDropped,
+    onTransition: metrics.workerTransition
+  })
   const chat = createDispatcher({
-    link, registry, topics, clock, log,
+    link, registry, topics, clock, log, fleet,
+    presence: config.workerPresence,
+    acceptTimeoutMs: config.chatAcceptTimeoutMs,
+    onNoWorkers: metrics.noWorkers,
+    onMoved: metrics.chatMoved,
     chatTimeoutMs: config.chatTimeoutMs,
     onReplyDropped: metrics.replyDropped,
     onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) },
@@ -89,5 +109,5 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     describe: (err, requestId) => describeFailure(err, log, { request_id: requestId }),
     onResume: metrics.streamResumed
   })
-  return { registry, link, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
+  return { registry, link, fleet, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
 }

@@ -19,7 +19,7 @@ import type { ExchangeHooks } from '../http/exchange.js'
 import { ROUTES } from '../http/route-table.js'
 import { loginHandler, meHandler, registerHandler } from '../http/routes/auth.js'
 import { chatMessagesHandler } from '../http/routes/chat-messages.js'
-import { healthHandler, livezHandler, mqttHealthHandler, readyzHandler } from '../http/routes/health.js'
+import { healthHandler, livezHandler, mqttHealthHandler, readyzHandler, workersHealthHandler } from '../http/routes/health.js'
 import { metricsHandler } from '../http/routes/metrics.js'
 import { createSessionHandler, listSessionsHandler, sessionMessagesHandler } from '../http/routes/sessions.js'
 import { cancelChatHandler, resumeStreamHandler } from '../http/routes/streams.js'
@@ -88,6 +88,7 @@ export function httpRoutes (deps: HttpRoutesDeps): { routes: Route[], sockets: S
     { ...ROUTES.sessionMessages, handler: sessionMessagesHandler(sessionDeps) },
     { ...ROUTES.health, handler: healthHandler(hooks, deps.view) },
     { ...ROUTES.mqttHealth, handler: mqttHealthHandler(hooks, deps.view, { tokens, owners: deps.owners }) },
+    { ...ROUTES.workersHealth, handler: workersHealthHandler(hooks, deps.view) },
     { ...ROUTES.livez, handler: livezHandler(hooks) },
     { ...ROUTES.readyz, handler: readyzHandler(hooks, deps.view) },
     { ...ROUTES.metrics, handler: metricsHandler(hooks, deps.registry, log) },

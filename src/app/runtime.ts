@@ -3,6 +3,7 @@
  * where health, metrics and the status page get each fact.
  */
 import type { PendingRegistry } from '../chat/pending-registry.js'
+import type { WorkerFleet } from '../fleet/worker-fleet.js'
 import type { Config } from '../config.js'
 import type { Database } from '../db/database.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
@@ -12,7 +13,7 @@ import type { HintHub } from '../ws/hint-hub.js'
 import type { SocketRegistry } from '../ws/socket-registry.js'
 
 export interface RuntimeParts {
-  config: Pick<Config, 'lagDegradedMs' | 'memorySoftLimitBytes' | 'streamBufferMaxBytes'>
+  config: Pick<Config, 'lagDegradedMs' | 'memorySoftLimitBytes' | 'streamBufferMaxBytes' | 'workerPresence'>
   now: () => number
   startedAt: number
   link: MqttLink
@@ -23,6 +24,7 @@ export interface RuntimeParts {
   database: Database
   streams: Pick<StreamStore, 'size' | 'bytes'>
   shuttingDown: () => boolean
+  fleet: WorkerFleet
 }
 
 export function createRuntimeView (parts: RuntimeParts): RuntimeView {
@@ -40,6 +42,8 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
     shuttingDown: parts.shuttingDown,
     websockets: (endpoint) => sockets.count(endpoint),
     hintSessions: () => hub.sessions,
+    workers: () => ({ ...parts.fleet.summary(), mode: parts.config.workerPresence, announced: parts.fleet.announced }),
+    workerList: parts.fleet.list,
     streams: () => ({ count: parts.streams.size, bytes: parts.streams.bytes, maxBytes: parts.config.streamBufferMaxBytes }),
     db: () => ({
       status: !database.ready ? 'migrating' : database.monitor.status,

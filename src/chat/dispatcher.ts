@@ -12,7 +12,9 @@ import type { MqttLink } from '../mqtt/mqtt-link.js'
 import { encodeCancel, encodeRequest, parseReply, type CancelCause, type HistoryTurn } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
 import type { CancelReason } from '../../machines/pending-request.machine.js'
+import type { WorkerFleet } from '../fleet/worker-fleet.js'
 import type { Admission, PendingCallbacks, PendingRegistry, Settlement } from './pending-registry.js'
+import { createWorkerRouting, type MoveReason, type PresenceMode } from './worker-routing.js'
 
 const CAP_MESSAGES: Record<Exclude<Admission, 'ok'>, string> = {
   total_cap: 'Too many chats in flight; retry later.',
@@ -35,12 +37,18 @@ export function cancelCause (s: Settlement): CancelCause | null {
     case 'cancelled': return s.cancelReason ?? 'client_gone'
     case 'timedOut': return 'deadline'
     case 'stalled': return 'stalled'
-    case 'failed': return s.cause === 'shutdown' ? 'shutdown' : null
+    case 'failed': return s.cause === 'shutdown' ? 'shutdown' : s.cause === 'worker_lost' ? 'worker_lost' : null
     case 'done': return null
   }
 }
 
-export type ReplyDrop = 'malformed' | 'too_large' | 'unknown' | 'duplicate'
+/** `foreign`: from a worker the request was moved away from (or an ack naming another); `unknown_ack`: an ack for no request in flight. */
+export type ReplyDrop = 'malformed' | 'too_large' | 'unknown' | 'duplicate' | 'foreign' | 'unknown_ack'
+
+const NO_WORKER_MESSAGES = {
+  none: 'No LLM worker is online.',
+  full: 'Every LLM worker is at capacity; retry shortly.'
+} as const
 
 export interface DispatcherOptions {
   link: MqttLink
@@ -56,6 +64,15 @@ export interface DispatcherOptions {
   onCapRefused?: (cap: Exclude<Admission, 'ok'>) => void
   /** A cancel was published to the LLM workers. */
   onCancelSent?: (reason: CancelCause) => void
+  /** The announced workers (src/fleet/worker-fleet.ts) and how they are used (WORKER_PRESENCE). */
+  fleet: WorkerFleet
+  presence: PresenceMode
+  /** CHAT_ACCEPT_TIMEOUT_MS: how long an announced worker has to acknowledge a request. */
+  acceptTimeoutMs: number
+  /** A chat was refused at once for want of a worker. */
+  onNoWorkers?: (reason: 'none' | 'full') => void
+  /** A request moved to another worker. */
+  onMoved?: (reason: MoveReason) => void
 }
 
 export interface Dispatcher {
@@ -87,6 +104,10 @@ export interface Dispatcher {
   attach: (requestId: string) => boolean
   /** New chats get 503 shutting_down from now on. */
   refuseNew: () => void
+  /** A worker went offline (the fleet's onOffline): its chats move or end. */
+  workerOffline: (workerId: string) => void
+  /** Requests on announced workers not yet settled (the routing's table). */
+  readonly routed: number
 }
 
 /**
@@ -99,8 +120,31 @@ export const MAX_REPLY_BYTES = 8 * 1024 * 1024
 const MAX_LOGGED_WORKER_ERROR = 500
 
 export function createDispatcher (options: DispatcherOptions): Dispatcher {
-  const { link, registry, topics, clock, log } = options
+  const { link, registry, topics, clock, log, fleet } = options
   let refusing = false
+  const routing = createWorkerRouting({
+    mode: options.presence,
+    fleet,
+    link,
+    topics,
+    clock,
+    log,
+    acceptTimeoutMs: options.acceptTimeoutMs,
+    fail: (requestId, cause) => { registry.fail(requestId, cause) },
+    cancelAt: (workerId, requestId) => { publishCancel(topics.chatCancelFor(workerId), requestId, 'worker_lost') },
+    ...(options.onMoved !== undefined ? { onMoved: options.onMoved } : {})
+  })
+
+  function publishCancel (topic: string, requestId: string, reason: CancelCause): void {
+    // QoS 1: a cancel lost with the link would leave a GPU busy; a lost link fails its chats
+    // with link_down, which sends none (it could not be published).
+    if (link.publish(topic, encodeCancel({ v: 1, request_id: requestId, reason }), 1)) options.onCancelSent?.(reason)
+  }
+
+  function noWorkers (reason: 'none' | 'full'): TetherError {
+    options.onNoWorkers?.(reason)
+    return new TetherError('no_workers', NO_WORKER_MESSAGES[reason], 1)
+  }
 
   function onReply (payload: Buffer): void {
     if (payload.length > MAX_REPLY_BYTES) {
@@ -114,11 +158,18 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       options.onReplyDropped?.('malformed')
       return
     }
+    const route = routing.onReply(parsed.reply)
+    if (route === 'consumed') return
+    if (route !== 'pass') {
+      log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, route }, 'dropped reply')
+      options.onReplyDropped?.(route)
+      return
+    }
     const delivery = registry.deliver(parsed.reply)
     if (delivery === 'delivered' && parsed.reply.type === 'error') {
       // The detail is for operators only (the client gets llm_error's catalogue message), and
       // logged only for a request in flight, so replies with made-up ids cannot flood the log.
-      log.warn({ request_id: parsed.reply.request_id, worker_error: redactSecrets(parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR)) }, 'worker reported an error')
+      log.warn({ request_id: parsed.reply.request_id, worker_id: parsed.reply.worker_id, worker_error: redactSecrets(parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR)) }, 'worker reported an error')
     }
     if (delivery !== 'delivered') {
       log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, delivery }, 'dropped reply')
@@ -142,16 +193,21 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
     if (!link.isUp) {
       throw new TetherError('llm_unavailable', `The model broker link is ${link.state}.`, link.retryAfterS())
     }
+    // Before the message is stored: a chat no worker can take is refused in a millisecond.
+    const refusal = routing.refusal()
+    if (refusal !== null) throw noWorkers(refusal)
   }
 
   return {
     start () {
       link.subscribe(topics.replyTo, 1, onReply)
       link.events.on('down', onLinkDown)
+      if (options.presence !== 'off') fleet.start()
     },
     stop () {
       link.events.off('down', onLinkDown)
       link.unsubscribe(topics.replyTo)
+      if (options.presence !== 'off') fleet.stop()
     },
     checkOpen,
     holdUser (userId) {
@@ -185,23 +241,25 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       })
       // Publish before opening: a reply cannot arrive before this synchronous call returns,
       // and a refused publish then leaves nothing behind to clean up.
-      if (!link.publish(topics.chatRequest, payload, 1)) {
-        throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
-      }
+      const sent = routing.send(requestId, payload)
+      if (sent === 'link') throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
+      if (sent !== 'sent') throw noWorkers(sent)
       registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
       if (wasIdle) link.wake()
       return requestId
     },
     cancel: (requestId, reason) => registry.cancel(requestId, reason),
     settled (settlement) {
+      const workerId = routing.settled(settlement.requestId)
       const reason = cancelCause(settlement)
-      // Tells the worker to stop spending on an answer nobody will read. QoS 1: a cancel lost
-      // with the link would leave a GPU busy; a lost link fails its chats with link_down,
-      // which sends none (it could not be published).
-      if (reason !== null && link.publish(topics.chatCancel, encodeCancel({ v: 1, request_id: settlement.requestId, reason }), 1)) options.onCancelSent?.(reason)
+      // Tells the worker to stop spending on an answer nobody will read: the one it went to
+      // alone when it was announced (contract v1.1), else every worker.
+      if (reason !== null) publishCancel(workerId === null ? topics.chatCancel : topics.chatCancelFor(workerId), settlement.requestId, reason)
     },
     detach: (requestId) => registry.detach(requestId),
     attach: (requestId) => registry.attach(requestId),
-    refuseNew () { refusing = true }
+    refuseNew () { refusing = true },
+    workerOffline: (workerId) => { routing.workerOffline(workerId) },
+    get routed () { return routing.size }
   }
 }

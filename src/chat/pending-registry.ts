@@ -92,6 +92,8 @@ export interface PendingRegistry {
   /** The client came back (a resume) within the grace. */
   attach: (requestId: string) => boolean
   failAll: (cause: 'link_down' | 'shutdown') => number
+  /** Ends one request for a routing reason (its worker was lost, or no worker could take it). */
+  fail: (requestId: string, cause: 'worker_lost' | 'no_workers') => boolean
   readonly size: number
   countForSession: (sessionId: string) => number
   countForUser: (userId: string) => number
@@ -321,6 +323,8 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
           break
         case 'done': entry.actor.send({ type: 'DONE', content: reply.content }); break
         case 'error': entry.actor.send({ type: 'ERROR', error: reply.error }); break
+        // Acknowledgements are the routing's (src/chat/worker-routing.ts); one that gets here changes nothing.
+        case 'ack': break
       }
       return 'delivered'
     },
@@ -347,6 +351,12 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       const actors = [...entries.values()].map((e) => e.actor)
       for (const actor of actors) actor.send(event)
       return actors.length
+    },
+    fail (requestId, cause) {
+      const entry = entries.get(requestId)
+      if (entry === undefined) return false
+      entry.actor.send({ type: cause === 'worker_lost' ? 'WORKER_LOST' : 'NO_WORKERS' })
+      return true
     },
     get size () { return entries.size },
     countForSession: (sessionId) => perSession.get(sessionId),

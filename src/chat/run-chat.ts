@@ -66,6 +66,8 @@ function failureOf (deps: RunChatDeps, s: Settlement): TetherError | null {
       // name internal hosts or quote part of an API key.
       if (s.cause === 'worker_error') return new TetherError('llm_error')
       if (s.cause === 'shutdown') return new TetherError('shutting_down')
+      if (s.cause === 'worker_lost') return new TetherError('worker_lost', undefined, 1)
+      if (s.cause === 'no_workers') return new TetherError('no_workers', 'Every LLM worker asked was busy; retry shortly.', 1)
       return new TetherError('llm_unavailable', 'The link to the model broker was lost.', deps.retryAfterS())
   }
 }

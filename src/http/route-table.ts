@@ -33,6 +33,7 @@ export const ROUTES = Object.freeze({
   hintsSocket: route('ws', '/api/mqtt/ws/hints/:session_id'),
   health: route('get', '/api/health', true),
   mqttHealth: route('get', '/api/health/mqtt', true),
+  workersHealth: route('get', '/api/health/workers', true),
   livez: route('get', '/livez', true),
   readyz: route('get', '/readyz', true),
   metrics: route('get', '/metrics', true),

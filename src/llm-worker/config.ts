@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { defineConfig, REQUIRED, settingOf, type Env } from '../settings/kernel.js'
 import { checkMqttLinkSettings, mqttLinkSettings, type MqttLinkSettings } from '../settings/mqtt-link-settings.js'
-import { identifier, int, logLevel, mqttUrl, problem, text, type LogLevel, type Problem } from '../settings/parsers.js'
+import { bool, identifier, int, logLevel, mqttUrl, problem, text, type LogLevel, type Problem } from '../settings/parsers.js'
 
 export { ConfigError, EXIT_CONFIG } from '../settings/kernel.js'
 
@@ -25,6 +25,9 @@ export interface WorkerConfig extends MqttLinkSettings {
   readonly workerSharedGroup: string | undefined
   readonly workerId: string
   readonly workerShutdownGraceMs: number
+  /** Announce presence (heartbeats, last will, ack, own request topic): contract v1.1. */
+  readonly workerAnnounce: boolean
+  readonly workerHeartbeatMs: number
   readonly logLevel: LogLevel
 }
 
@@ -65,6 +68,8 @@ export const WORKER_SETTINGS = [
   s({ env: 'WORKER_SHARED_GROUP', key: 'workerSharedGroup', fallback: 'tether-workers', example: 'tether-workers', parse: identifier, emptyMeansOff: true, doc: 'Subscribe as `$share/<group>/<prefix>/chat/request`, so each request goes to one worker of the group. Empty (`WORKER_SHARED_GROUP=`): a plain subscription; see below.' }),
   s({ env: 'WORKER_ID', key: 'workerId', fallback: () => `worker-${randomBytes(6).toString('hex')}`, example: 'worker-a1', parse: identifier, defaultDoc: '`worker-<random>`', doc: 'MQTT client id and the `worker_id` of every log line. Must be unique per broker: two clients with one id knock each other off.' }),
   s({ env: 'WORKER_SHUTDOWN_GRACE_MS', key: 'workerShutdownGraceMs', fallback: 10_000, example: '10000', parse: int(0, 600_000), doc: 'On SIGTERM/SIGINT, how long accepted requests may still finish.' }),
+  s({ env: 'WORKER_ANNOUNCE', key: 'workerAnnounce', fallback: true, example: '1', parse: bool, doc: 'Announce this worker to the gateways (contract v1.1): heartbeats on `llm/workers/<WORKER_ID>` with its capacity (`WORKER_CONCURRENCY` + `WORKER_QUEUE`) and load, an MQTT last will saying `offline`, requests on its own topic `llm/chat/request/<WORKER_ID>` acknowledged with `ack` and refused with `busy` when full. It still takes requests on the shared topic from gateways that predate presence. `0`: a v1 worker.' }),
+  s({ env: 'WORKER_HEARTBEAT_MS', key: 'workerHeartbeatMs', fallback: 1000, example: '1000', parse: int(100, 60_000), doc: 'Interval between heartbeats. A gateway takes the worker for offline after 3 intervals of silence and moves or ends its chats, so this bounds how long users wait on a worker that froze.' }),
   s({ env: 'LOG_LEVEL', key: 'logLevel', fallback: 'info', example: 'info', parse: logLevel, doc: '`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.' })
 ]
 

@@ -13,12 +13,13 @@ if (isEntryPoint(import.meta.url)) {
     logBindings: (config) => ({ component: 'llm-worker', worker_id: config.workerId }),
     async build (config, log) {
       // Loaded only now, so a bad configuration is reported at once, before MQTT and XState load.
-      const [{ systemClock }, { createMqttLink }, { createOpenAiUpstream }, { createLlmWorker }, { createWorkerTopics }] = await Promise.all([
+      const [{ systemClock }, { createMqttLink }, { createOpenAiUpstream }, { createLlmWorker }, { createWorkerTopics }, { lastWill }] = await Promise.all([
         import('../clock.js'),
         import('../mqtt/mqtt-link.js'),
         import('./openai-stream.js'),
         import('./worker.js'),
-        import('./worker-topics.js')
+        import('./worker-topics.js'),
+        import('./presence.js')
       ])
       const topics = createWorkerTopics(config.mqttTopicPrefix, config.workerId, config.workerSharedGroup)
       const link = createMqttLink({
@@ -30,7 +31,9 @@ if (isEntryPoint(import.meta.url)) {
         staleAfterMs: config.mqttKeepaliveS * 1000,
         clock: systemClock,
         log,
-        inFlightSince: () => null
+        inFlightSince: () => null,
+        // Set at every connect: if this process dies, the broker tells the gateways at once.
+        ...(config.workerAnnounce ? { will: { topic: topics.presence, payload: lastWill(config.workerId), qos: 1 as const } } : {})
       })
       const upstream = createOpenAiUpstream({
         baseUrl: config.llmBaseUrl,
@@ -47,11 +50,13 @@ if (isEntryPoint(import.meta.url)) {
         concurrency: config.workerConcurrency,
         queue: config.workerQueue,
         clock: systemClock,
-        log
+        log,
+        ...(config.workerAnnounce ? { announce: { workerId: config.workerId, heartbeatMs: config.workerHeartbeatMs } } : {})
       })
       link.events.on('up', () => {
         log.info({
           subscription: topics.subscription,
+          announced: config.workerAnnounce ? topics.presence : null,
           model: config.llmModel,
           concurrency: config.workerConcurrency,
           queue: config.workerQueue

@@ -20,7 +20,8 @@ export interface ReplyPublisher {
   close: () => void
 }
 
-export function createReplyPublisher (link: WorkerLink): ReplyPublisher {
+/** `workerId`: stamped on every reply (contract v1.1), so a gateway can tell whose reply it is. */
+export function createReplyPublisher (link: WorkerLink, workerId?: string): ReplyPublisher {
   const held: Array<{ topic: string, payload: string }> = []
 
   function flush (): void {
@@ -37,7 +38,7 @@ export function createReplyPublisher (link: WorkerLink): ReplyPublisher {
 
   return {
     publish (topic, reply) {
-      const payload = JSON.stringify(reply)
+      const payload = JSON.stringify(workerId === undefined ? reply : { ...reply, worker_id: workerId })
       // Anything already held goes first: MQTT order per publisher is what keeps chunks in order.
       if (held.length === 0 && link.publish(topic, payload, 1)) return 'sent'
       if (link.state !== 'stale' && link.state !== 'connected') return 'lost'

@@ -5,7 +5,7 @@
  */
 import { parsePeerJson } from '../peer-json.js'
 import { isValidId } from '../ids.js'
-import { PROTOCOL_VERSION, type ChatRequestEnvelope, type HistoryTurn, type ReplyEnvelope } from '../mqtt/protocol.js'
+import { BUSY, PROTOCOL_VERSION, type ChatRequestEnvelope, type HistoryTurn, type ReplyEnvelope } from '../mqtt/protocol.js'
 
 export type ParsedRequest =
   | { ok: true, request: ChatRequestEnvelope }
@@ -74,4 +74,9 @@ export function doneReply (requestId: string, content: string): ReplyEnvelope {
 
 export function errorReply (requestId: string, error: string): ReplyEnvelope {
   return { v: PROTOCOL_VERSION, request_id: requestId, type: 'error', error }
+}
+
+/** At capacity, for a request sent to this worker alone (v1.1): the gateway tries another worker. */
+export function busyReply (requestId: string): ReplyEnvelope {
+  return { v: PROTOCOL_VERSION, request_id: requestId, type: 'error', error: BUSY, retry: true }
 }

@@ -12,6 +12,10 @@ export interface WorkerTopics {
   readonly probe: string
   /** Cancels from the gateways; every worker subscribes, never as a shared group. */
   readonly cancel: string
+  /** v1.1, an announced worker's own: requests sent to it alone, cancels for those, and its presence. */
+  readonly direct: string
+  readonly directCancel: string
+  readonly presence: string
 }
 
 export function createWorkerTopics (prefix: string, workerId: string, sharedGroup: string | undefined): WorkerTopics {
@@ -22,6 +26,9 @@ export function createWorkerTopics (prefix: string, workerId: string, sharedGrou
     subscription: sharedGroup === undefined ? topics.chatRequest : `$share/${sharedGroup}/${topics.chatRequest}`,
     replyPrefix: topics.replyTo.slice(0, topics.replyTo.length - workerId.length),
     probe: topics.probe,
-    cancel: topics.chatCancel
+    cancel: topics.chatCancel,
+    direct: topics.chatRequestFor(workerId),
+    directCancel: topics.chatCancelFor(workerId),
+    presence: topics.workerPresence(workerId)
   }
 }

@@ -14,10 +14,12 @@ import type { Logger } from '../log.js'
 import { parseCancel, type ChatRequestEnvelope, type ReplyEnvelope } from '../mqtt/protocol.js'
 import { createSlots } from './concurrency.js'
 import { UpstreamError, type Upstream } from './openai-stream.js'
+import { createPresence } from './presence.js'
 import { createReplyPublisher, type WorkerLink } from './reply-publisher.js'
-import { chunkReply, doneReply, errorReply, parseChatRequest } from './request-envelope.js'
+import { busyReply, chunkReply, doneReply, errorReply, parseChatRequest } from './request-envelope.js'
 import type { WorkerTopics } from './worker-topics.js'
 
+/** Refusal on the shared topic (v1 gateways); a request sent to this worker alone gets `busy`. */
 export const OVERLOADED = 'worker overloaded'
 export const SHUTTING_DOWN = 'worker shutting down'
 
@@ -31,6 +33,11 @@ export interface LlmWorkerOptions {
   queue: number
   clock: Clock
   log: Logger
+  /**
+   * Announce (contract v1.1): heartbeats on the presence topic, requests on the worker's own
+   * topic acknowledged with `ack` and refused with `busy`, replies stamped with the worker id.
+   */
+  announce?: { workerId: string, heartbeatMs: number }
 }
 
 export interface WorkerStats {
@@ -82,7 +89,8 @@ type Counter = Exclude<keyof WorkerStats, 'active' | 'waiting'>
 
 export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   const { link, topics, upstream, clock, log } = options
-  const replies = createReplyPublisher(link)
+  const announce = options.announce
+  const replies = createReplyPublisher(link, announce?.workerId)
   const slots = createSlots<Job>({
     concurrency: options.concurrency,
     queue: options.queue,
@@ -101,6 +109,11 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   // The same jobs by request id, for cancels.
   const byId = new Map<string, Job>()
   let started = false
+  // What the worker announces it takes at once: its slots and its waiting line.
+  const capacity = options.concurrency + options.queue
+  const presence = announce === undefined
+    ? null
+    : createPresence({ link, topic: topics.presence, workerId: announce.workerId, heartbeatMs: announce.heartbeatMs, capacity, inFlight: () => jobs.size, clock })
   let stopping: Promise<void> | null = null
   let idleWaiters: Array<() => void> = []
 
@@ -200,8 +213,10 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     finish(job)
   }
 
-  function onRequest (payload: Buffer): void {
+  function onRequest (payload: Buffer, topic: string): void {
     counts.received++
+    // Sent to this worker alone by a gateway that counts on an ack or a `busy`.
+    const direct = announce !== undefined && topic === topics.direct
     const parsed = parseChatRequest(payload, topics.replyPrefix)
     if (!parsed.ok) {
       if (parsed.reason === 'version') return
@@ -215,12 +230,18 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     const { request } = parsed
     // A message already on its way when we unsubscribed: answer at once rather than let it time out.
     if (stopping !== null) {
-      replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
+      // A gateway that sent it here alone can still move it to a worker that is not stopping.
+      replies.publish(request.reply_to, direct ? busyReply(request.request_id) : errorReply(request.request_id, SHUTTING_DOWN))
       return
     }
     // A QoS 1 redelivery of a request already taken: the first one answers it.
     if (byId.has(request.request_id)) {
       log.debug({ request_id: request.request_id }, 'duplicate request dropped')
+      return
+    }
+    if (direct && slots.active + slots.waiting >= capacity) {
+      counts.overloaded++
+      replies.publish(request.reply_to, busyReply(request.request_id))
       return
     }
     const left = request.deadline - clock.now()
@@ -233,6 +254,8 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     jobs.add(job)
     byId.set(request.request_id, job)
     job.timer = clock.setTimeout(() => { halt(job, 'deadline') }, left)
+    // Taken: said before any chunk, so the gateway stops holding the request for another worker.
+    if (direct && announce !== undefined) replies.publish(request.reply_to, { v: 1, request_id: request.request_id, type: 'ack', worker_id: announce.workerId })
     if (slots.offer(job) === 'full') {
       counts.overloaded++
       log.warn({ request_id: request.request_id, active: slots.active, waiting: slots.waiting }, 'worker overloaded: request refused')
@@ -268,10 +291,16 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       link.events.on('down', onDown)
       link.subscribe(topics.subscription, 1, onRequest, { deliverAs: topics.requests })
       link.subscribe(topics.cancel, 1, onCancel)
+      if (announce !== undefined) {
+        link.subscribe(topics.direct, 1, onRequest)
+        link.subscribe(topics.directCancel, 1, onCancel)
+        presence?.start()
+      }
     },
     stop (graceMs) {
       stopping ??= (async () => {
         if (started) link.unsubscribe(topics.subscription)
+        presence?.drain()
         if (jobs.size > 0) {
           log.info({ in_flight: jobs.size, grace_ms: graceMs }, 'stopping: letting in-flight requests finish')
           let timer: unknown = null
@@ -285,7 +314,12 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
           await idle()
         }
         link.events.off('down', onDown)
-        if (started) link.unsubscribe(topics.cancel)
+        if (started) {
+          if (announce !== undefined) link.unsubscribe(topics.direct)
+          presence?.stop()
+          link.unsubscribe(topics.cancel)
+          if (announce !== undefined) link.unsubscribe(topics.directCancel)
+        }
         replies.close()
       })()
       return stopping

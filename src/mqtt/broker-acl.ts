@@ -19,6 +19,10 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
   gateway: Object.freeze<AclRule[]>([
     { access: 'write', topic: 'chat/request' },
     { access: 'write', topic: 'chat/cancel' },
+    // v1.1: requests and cancels for one announced worker, and every worker's presence.
+    { access: 'write', topic: 'chat/request/+' },
+    { access: 'write', topic: 'chat/cancel/+' },
+    { access: 'read', topic: 'workers/+' },
     { access: 'read', topic: 'chat/reply/%c' },
     { access: 'read', topic: 'hints/+' },
     { access: 'write', topic: 'state/+' },
@@ -27,6 +31,10 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
   worker: Object.freeze<AclRule[]>([
     { access: 'read', topic: 'chat/request' },
     { access: 'read', topic: 'chat/cancel' },
+    // v1.1: a worker announces only itself (its client id is its worker id) and reads only its own requests.
+    { access: 'write', topic: 'workers/%c' },
+    { access: 'read', topic: 'chat/request/%c' },
+    { access: 'read', topic: 'chat/cancel/%c' },
     { access: 'write', topic: 'chat/reply/+' },
     { access: 'write', topic: 'hints/+' },
     { access: 'read', topic: 'state/+' },

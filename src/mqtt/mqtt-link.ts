@@ -40,6 +40,14 @@ export interface MqttLinkOptions {
   inFlightSince: () => number | null
   /** A subscription's handler threw (it was caught and logged), for the metrics. */
   onHandlerError?: () => void
+  /** The last will the broker publishes if this client vanishes (a worker's "offline"). */
+  will?: LastWill
+}
+
+export interface LastWill {
+  topic: string
+  payload: string
+  qos: QoS
 }
 
 export interface MqttLink {
@@ -77,6 +85,11 @@ export interface MqttLink {
 export interface SubscribeOptions {
   /** The topic messages of this subscription arrive with, when it differs from the filter. */
   deliverAs?: string
+  /**
+   * For a filter ending in `/+`: messages arrive on many topics, all starting with this
+   * (`<prefix>/workers/`). Matched only when no exact route does, so replies pay nothing.
+   */
+  deliverUnder?: string
 }
 
 const HISTORY = 50
@@ -94,9 +107,11 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   const keepaliveMs = options.keepaliveS * 1000
   const events = new EventEmitter<LinkEvents>()
   // Keyed by the subscribed filter (what is restored and unsubscribed)...
-  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string) => void, deliverAs: string }>()
+  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string) => void, deliverAs: string, under: string | undefined }>()
   // ...and by the topic messages arrive with (what incoming messages are matched against).
   const routes = new Map<string, (payload: Buffer, topic: string) => void>()
+  // ...and the few wildcard ones, by the topic prefix their messages share.
+  const prefixRoutes = new Map<string, (payload: Buffer, topic: string) => void>()
   const transitions: LinkTransition[] = []
 
   let client: MqttClient | null = null
@@ -119,7 +134,8 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       url: options.url,
       clientId: options.clientId,
       keepaliveS: options.keepaliveS,
-      connectTimeoutMs: options.connectTimeoutMs
+      connectTimeoutMs: options.connectTimeoutMs,
+      ...(options.will !== undefined ? { will: options.will } : {})
     })
     client = c
     const current = (): boolean => gen === generation
@@ -135,7 +151,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         if (state === 'stale') send({ type: 'PROBE_ACK' })
         return
       }
-      const handler = routes.get(topic)
+      const handler = routes.get(topic) ?? underRoute(topic)
       if (handler === undefined) return
       // A handler reads a peer's bytes; whatever they are, a throw must not reach mqtt.js's
       // emitter, where it would end the process (main.ts's uncaughtException handler).
@@ -154,6 +170,13 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       if (!current()) return
       send({ type: 'CONNECTION_LOST', reason: 'connection closed' })
     })
+  }
+
+  function underRoute (topic: string): ((payload: Buffer, topic: string) => void) | undefined {
+    if (prefixRoutes.size === 0) return undefined
+    const cut = topic.lastIndexOf('/') + 1
+    // One level only (`+`): `<prefix>/workers/a/b` is no worker's topic.
+    return prefixRoutes.get(topic.slice(0, cut))
   }
 
   function drop (): void {
@@ -284,17 +307,24 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     },
     subscribe (topic, qos, handler, subscribeOptions) {
       const previous = handlers.get(topic)
-      if (previous !== undefined && routes.get(previous.deliverAs) === previous.handler) routes.delete(previous.deliverAs)
+      if (previous !== undefined) {
+        if (previous.under !== undefined) prefixRoutes.delete(previous.under)
+        else if (routes.get(previous.deliverAs) === previous.handler) routes.delete(previous.deliverAs)
+      }
+      const under = subscribeOptions?.deliverUnder
       const deliverAs = subscribeOptions?.deliverAs ?? topic
-      handlers.set(topic, { qos, handler, deliverAs })
-      routes.set(deliverAs, handler)
+      handlers.set(topic, { qos, handler, deliverAs, under })
+      if (under !== undefined) prefixRoutes.set(under, handler)
+      else routes.set(deliverAs, handler)
       if (state === 'connected' || state === 'stale') client?.subscribe(topic, { qos })
     },
     unsubscribe (topic) {
       const entry = handlers.get(topic)
       if (entry === undefined) return
       handlers.delete(topic)
-      if (routes.get(entry.deliverAs) === entry.handler) routes.delete(entry.deliverAs)
+      if (entry.under !== undefined) {
+        if (prefixRoutes.get(entry.under) === entry.handler) prefixRoutes.delete(entry.under)
+      } else if (routes.get(entry.deliverAs) === entry.handler) routes.delete(entry.deliverAs)
       if (state === 'connected' || state === 'stale') client?.unsubscribe(topic)
     },
     wake () {

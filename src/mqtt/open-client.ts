@@ -6,6 +6,8 @@ export interface OpenClientOptions {
   clientId: string
   keepaliveS: number
   connectTimeoutMs: number
+  /** Published by the broker if this client vanishes without a DISCONNECT. */
+  will?: { topic: string, payload: string, qos: 0 | 1 }
 }
 
 /**
@@ -34,6 +36,7 @@ export function openClient (options: OpenClientOptions): MqttClient {
     // showed up at ~2% of the gateway's CPU under load even when disabled.
     log: () => {}
   }
+  if (options.will !== undefined) clientOptions.will = { topic: options.will.topic, payload: Buffer.from(options.will.payload), qos: options.will.qos, retain: false }
   if (url.username !== '') clientOptions.username = decodeURIComponent(url.username)
   if (url.password !== '') clientOptions.password = decodeURIComponent(url.password)
   const streamBuilder = (): net.Socket => {

@@ -8,6 +8,14 @@ export interface Topics {
   hints: (sessionId: string) => string
   state: (sessionId: string) => string
   readonly templates: string
+  /** Presence (v1.1): a worker's heartbeats and last will. */
+  workerPresence: (workerId: string) => string
+  /** Every worker's presence topic, for the gateway's subscription. */
+  readonly workersFilter: string
+  /** Requests for one announced worker (v1.1): no `$share` needed. */
+  chatRequestFor: (workerId: string) => string
+  /** Cancels for one announced worker's requests, so cancels do not fan out to the fleet. */
+  chatCancelFor: (workerId: string) => string
 }
 
 export function createTopics (prefix: string, instanceId: string): Topics {
@@ -20,6 +28,10 @@ export function createTopics (prefix: string, instanceId: string): Topics {
     probe: `${prefix}/probe/${instanceId}`,
     hints: (sessionId) => `${prefix}/hints/${sessionId}`,
     state: (sessionId) => `${prefix}/state/${sessionId}`,
-    templates: `${prefix}/templates`
+    templates: `${prefix}/templates`,
+    workerPresence: (workerId) => `${prefix}/workers/${workerId}`,
+    workersFilter: `${prefix}/workers/+`,
+    chatRequestFor: (workerId) => `${prefix}/chat/request/${workerId}`,
+    chatCancelFor: (workerId) => `${prefix}/chat/cancel/${workerId}`
   }
 }

@@ -66,6 +66,14 @@ export function logLevel (raw: string): LogLevel | Problem {
   return LOG_LEVELS.includes(v) ? v : problem(`must be one of ${LOG_LEVELS.join(', ')}, got "${raw}"`)
 }
 
+/** One of a fixed list of words, case-insensitive. */
+export function oneOf<T extends string> (values: readonly T[]): Parse<T> {
+  return (raw) => {
+    const v = raw.trim().toLowerCase() as T
+    return values.includes(v) ? v : problem(`must be one of ${values.join(', ')}, got "${raw}"`)
+  }
+}
+
 export function text (raw: string): string | Problem {
   return raw.includes('\u0000') ? problem('must not contain NUL') : raw
 }

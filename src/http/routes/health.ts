@@ -1,7 +1,7 @@
-/** /api/health, /api/health/mqtt, /livez, /readyz: cheap, synchronous, never touching the broker. */
+/** /api/health, /api/health/mqtt, /api/health/workers, /livez, /readyz: cheap, synchronous, never touching the broker. */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { carriesChats } from '../../../machines/mqtt-link.machine.js'
-import { computeHealth, computeMqttHealth } from '../../health.js'
+import { computeHealth, computeMqttHealth, computeWorkersHealth } from '../../health.js'
 import type { RuntimeView } from '../../runtime-view.js'
 import type { Tokens } from '../../auth/tokens.js'
 import type { SessionOwners } from '../../chat/session-owners.js'
@@ -34,6 +34,14 @@ export function mqttHealthHandler (hooks: ExchangeHooks, sources: RuntimeView, v
       ? () => false
       : (sessionId: string) => viewer.owners.owns(user.userId, sessionId) === true
     sendJson(hooks, ex, 200, computeMqttHealth(sources, visible))
+  }
+}
+
+/** The announced LLM workers, each with its state, capacity and chats in flight (contract v1.1). */
+export function workersHealthHandler (hooks: ExchangeHooks, sources: RuntimeView): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, ROUTES.workersHealth.path)
+    sendJson(hooks, ex, 200, computeWorkersHealth(sources))
   }
 }
 
