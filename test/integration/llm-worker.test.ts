@@ -5,8 +5,6 @@
  * test goes through the real gateway. Shared subscriptions are exercised only on mosquitto
  * (aedes accepts the SUBACK but never delivers them).
  */
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import mqtt from 'mqtt'
 import t, { type Test } from 'tap'
 import { systemClock } from '../../src/clock.js'
@@ -20,101 +18,9 @@ import { startGateway } from '../fixtures/gateway.js'
 import { freePort } from '../fixtures/ports.js'
 import { spawnTs, waitExit, waitForLine } from '../fixtures/run-ts.js'
 import { holdsFor, once, waitFor } from '../fixtures/wait-for.js'
+import { held, lastUser, sseDelta, sseEnd, sseHead, startFakeModel, streams, type Call, type FakeModel, type Script } from '../fixtures/fake-model.js'
 
 interface Teardown { teardown: (fn: () => unknown) => void }
-
-// ---------------------------------------------------------------------------------------------
-// A fake OpenAI-compatible model server
-// ---------------------------------------------------------------------------------------------
-
-interface Call {
-  body: any
-  headers: http.IncomingHttpHeaders
-  res: http.ServerResponse
-  /** The client went away before the response was finished. */
-  aborted: boolean
-  /** Resolves when the test lets a held call go on. */
-  released: Promise<void>
-  release: () => void
-}
-
-type Script = (call: Call) => void | Promise<void>
-
-interface FakeModel {
-  readonly url: string
-  readonly calls: Call[]
-  readonly active: number
-  readonly maxActive: number
-}
-
-async function startFakeModel (t: Teardown, script: Script): Promise<FakeModel> {
-  const calls: Call[] = []
-  let active = 0
-  let maxActive = 0
-  const server = http.createServer((req, res) => {
-    const parts: Buffer[] = []
-    req.on('data', (d: Buffer) => parts.push(d))
-    req.on('end', () => {
-      let release = (): void => {}
-      const released = new Promise<void>((resolve) => { release = resolve })
-      const call: Call = { body: JSON.parse(Buffer.concat(parts).toString('utf8')), headers: req.headers, res, aborted: false, released, release }
-      calls.push(call)
-      active++
-      maxActive = Math.max(maxActive, active)
-      res.on('close', () => {
-        active--
-        if (!res.writableFinished) call.aborted = true
-      })
-      Promise.resolve(script(call)).catch(() => { res.destroy() })
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => {
-    server.closeAllConnections()
-    server.close(() => resolve())
-  }))
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `http://127.0.0.1:${port}`,
-    calls,
-    get active () { return active },
-    get maxActive () { return maxActive }
-  }
-}
-
-function sseHead (res: http.ServerResponse): void {
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
-}
-
-function sseDelta (res: http.ServerResponse, content: string): void {
-  res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`)
-}
-
-function sseEnd (res: http.ServerResponse): void {
-  res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`)
-  res.end('data: [DONE]\n\n')
-}
-
-/** Streams `deltas` as an OpenAI server does: a role chunk, the contents, a finish chunk, [DONE]. */
-const streams = (deltas: string[] | ((call: Call) => string[])): Script => (call) => {
-  sseHead(call.res)
-  call.res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { role: 'assistant' } }] })}\n\n`)
-  for (const d of typeof deltas === 'function' ? deltas(call) : deltas) sseDelta(call.res, d)
-  sseEnd(call.res)
-}
-
-/** Holds every call until the test releases it, then streams "ok". */
-const held: Script = async (call) => {
-  sseHead(call.res)
-  await call.released
-  sseDelta(call.res, 'ok')
-  sseEnd(call.res)
-}
-
-function lastUser (call: Call): string {
-  const messages = call.body.messages as Array<{ role: string, content: string }>
-  return messages[messages.length - 1]?.content ?? ''
-}
 
 // ---------------------------------------------------------------------------------------------
 // The worker under test, and a client that talks to it as the gateway does
