@@ -475,6 +475,7 @@ t.test('the process answers requests, and on SIGTERM answers "worker shutting do
     LLM_BASE_URL: `${model.url}/v1`,
     LLM_MODEL: 'test-model',
     WORKER_SHARED_GROUP: broker.kind === 'mosquitto' ? 'tether-workers' : '',
+    WORKER_ID: 'worker-process',
     WORKER_SHUTDOWN_GRACE_MS: '200',
     LOG_LEVEL: 'info'
   })
@@ -484,11 +485,12 @@ t.test('the process answers requests, and on SIGTERM answers "worker shutting do
   const gateway = await startFakeGateway(t, broker)
   await gateway.ready()
   const hello = gateway.send('hello')
-  t.same(await gateway.final(hello), { v: 1, request_id: hello, type: 'done', content: 'hi there' }, 'answered through the process')
+  // An announcing worker (the default) stamps its id on every reply, even on the shared topic.
+  t.same(await gateway.final(hello), { v: 1, request_id: hello, type: 'done', content: 'hi there', worker_id: 'worker-process' }, 'answered through the process')
   const holding = gateway.send('hold')
   await waitFor(() => model.calls.some((c) => lastUser(c) === 'hold'), { what: 'the held call started' })
   child.kill('SIGTERM')
-  t.same(await gateway.final(holding), { v: 1, request_id: holding, type: 'error', error: 'worker shutting down' })
+  t.same(await gateway.final(holding), { v: 1, request_id: holding, type: 'error', error: 'worker shutting down', worker_id: 'worker-process' })
   const exit = await exited
   t.equal(exit.code, 0, exit.stderr)
   t.match(exit.stdout, /worker stopped/)
