@@ -88,6 +88,11 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="muted small">resumable streams <span id="streams">&ndash;</span> &middot; replay buffers <span id="stream-bytes">&ndash;</span> of <span id="stream-max">&ndash;</span></div>
   </section>
   <section class="card">
+    <h2>LLM workers</h2>
+    <div class="value" id="workers-online">&ndash;</div>
+    <div class="muted small" id="workers-detail">&ndash;</div>
+  </section>
+  <section class="card">
     <h2>WebSockets</h2>
     <div class="value" id="ws-total">&ndash;</div>
     <div class="muted small">hints <span id="ws-hints">&ndash;</span> &middot; chat <span id="ws-chat">&ndash;</span> &middot; sessions with hints <span id="ws-sessions">&ndash;</span></div>
@@ -270,6 +275,16 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     text('chat-failed', r === null ? '\\u2013' : perSecond(r.chatFailed));
     text('chat-timeouts', r === null ? '\\u2013' : perSecond(r.chatTimeouts));
     text('chat-stalled', r === null ? '\\u2013' : perSecond(r.chatStalled));
+    var w = report.workers;
+    if (!w.announced && w.mode !== 'required') {
+      text('workers-online', '\u2013');
+      text('workers-detail', w.mode === 'off' ? 'presence off (WORKER_PRESENCE=off): chats go to the shared topic' : 'none announced: chats go to the shared topic (v1 workers)');
+      setTone($('workers-online'), 'value', 'ok');
+    } else {
+      text('workers-online', w.online + ' online');
+      text('workers-detail', w.in_flight + ' of ' + w.capacity + ' places in use' + (w.suspect > 0 ? ' \u00b7 ' + w.suspect + ' suspect' : '') + (w.offline > 0 ? ' \u00b7 ' + w.offline + ' offline' : ''));
+      setTone($('workers-online'), 'value', w.online === 0 ? 'bad' : w.suspect > 0 || w.offline > 0 ? 'warn' : 'ok');
+    }
     text('streams', String(report.streams.count));
     text('stream-bytes', bytes(report.streams.buffer_bytes));
     text('stream-max', bytes(report.streams.buffer_max_bytes));

@@ -58,6 +58,8 @@ export interface StatusReport {
   pending_requests: number
   /** Resumable streams kept and their replay buffers against STREAM_BUFFER_MAX_BYTES. */
   streams: { count: number, buffer_bytes: number, buffer_max_bytes: number }
+  /** Announced LLM workers: how they are used (WORKER_PRESENCE), counts by state, capacity, and this gateway's chats on them. */
+  workers: { mode: string, announced: boolean, online: number, suspect: number, offline: number, capacity: number, in_flight: number }
   websockets: { hints: number, chat: number, hint_sessions: number }
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
   memory: { rss_bytes: number, heap_used_bytes: number }
@@ -106,6 +108,10 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
       ? 'Database not migrated yet (unreachable since start-up): chats and accounts are answered 503 db_unavailable'
       : 'Database down: chats and accounts are answered 503 db_unavailable')
   }
+  const fleet = src.workers()
+  if ((fleet.mode === 'required' || (fleet.mode === 'auto' && fleet.announced)) && fleet.online === 0) {
+    outage.push('No LLM worker online: chats are answered 503 no_workers until one sends a heartbeat')
+  }
   if (src.shuttingDown()) outage.push('Shutting down: new chats are answered 503 shutting_down')
 
   const http = Object.fromEntries(STATUS_CLASSES.map((c) => [c, 0])) as StatusReport['http_responses']
@@ -143,6 +149,7 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
     },
     pending_requests: health.mqtt.pending_requests,
     streams: (() => { const s = src.streams(); return { count: s.count, buffer_bytes: s.bytes, buffer_max_bytes: s.maxBytes } })(),
+    workers: (() => { const w = src.workers(); return { mode: w.mode, announced: w.announced, online: w.online, suspect: w.suspect, offline: w.offline, capacity: w.capacity, in_flight: w.in_flight } })(),
     websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
     event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },
     memory: { rss_bytes: health.memory.rss_bytes, heap_used_bytes: health.memory.heap_used_bytes },

@@ -109,6 +109,7 @@ async function run (): Promise<void> {
     t.pass('the page updates live: the socket and the chat rate show')
     t.ok(await page.locator('#outage').isHidden(), 'no outage banner while connected')
     t.equal(await page.locator('#db-status').textContent(), 'up')
+    t.match(await page.locator('#workers-detail').textContent(), /none announced: chats go to the shared topic/, 'the workers card says the v1 worker is not announced')
     t.match(await page.locator('#transitions').textContent(), /connected/, 'the transitions list the connect')
     await page.screenshot({ path: join(ARTIFACTS, 'status-page-connected.png'), fullPage: true })
 

@@ -53,6 +53,9 @@ t.test('no worker ever started, presence required: 503 no_workers at once, with 
   t.equal(health.json.status, 'degraded')
   t.same(health.json.workers, { online: 0, capacity: 0, in_flight: 0 })
   t.ok(health.json.issues.includes('no LLM worker online'))
+  const status = await gw.request('GET', '/api/status')
+  t.match(status.json.workers, { mode: 'required', announced: false, online: 0 })
+  t.ok(status.json.outage.some((line: string) => line.startsWith('No LLM worker online')), 'the status page shows it as an outage')
   // The user's message was refused before it was stored.
   const messages = await gw.request('GET', `/api/chatbot/sessions/${await gw.sessionId('none')}/messages`)
   t.same(messages.json.items ?? messages.json, [])
@@ -73,6 +76,7 @@ t.test('an announced worker gets its chats on its own topic, acknowledges them, 
   t.same((await gw.request('GET', '/api/health')).json.workers, { online: 1, capacity: 3, in_flight: 0 })
   t.equal(await gw.metric('tether_workers', { state: 'online' }), 1)
   t.equal(await gw.metric('tether_workers_capacity'), 3)
+  t.match((await gw.request('GET', '/api/status')).json, { workers: { mode: 'auto', announced: true, online: 1, capacity: 3 }, outage: [] })
 })
 
 t.test('capacities 1 and 8 under 16 concurrent chats: no worker ever holds more than its capacity; the rest get no_workers at once', async (t) => {
