@@ -2,11 +2,13 @@
 import type { AnyStateMachine } from 'xstate'
 import { mqttLinkMachine } from '../../machines/mqtt-link.machine.js'
 import { pendingRequestMachine } from '../../machines/pending-request.machine.js'
+import { workerPresenceMachine } from '../../machines/worker-presence.machine.js'
 import { statechartMermaid } from './statechart-mermaid.js'
 
 export const DIAGRAMS: Record<string, AnyStateMachine> = {
   'mqtt-link': mqttLinkMachine,
-  'pending-request': pendingRequestMachine
+  'pending-request': pendingRequestMachine,
+  'worker-presence': workerPresenceMachine
 }
 
 export function renderArchitectureDiagrams (doc: string): string {
