@@ -51,15 +51,15 @@ async function main (): Promise<number> {
     broker = await startMosquitto(tmp, s.mosquittoBin)
     log(`bench: mosquitto ${broker.version} on ${broker.url} (logs in ${tmp})`)
     const report: Report = {
-      command: commandLine('bench:chat', ['ECHO_CHUNKS', 'MOSQUITTO_BIN']),
+      command: commandLine('bench:chat', ['ECHO_CHUNKS', 'MOSQUITTO_BIN', 'BENCH_WORKER_ANNOUNCE']),
       started_at: new Date().toISOString(),
       machine: machineInfo(broker.version),
-      settings: { warmup_s: s.warmupS, measure_s: s.measureS, concurrency: s.concurrency, sessions: s.sessions, db_pool_size: s.dbPoolSize ?? 'gateway default', echo_chunks: s.echoChunks, heap_requests: s.heapRequests, phases: [...s.phases], mosquitto_config: broker.config },
+      settings: { warmup_s: s.warmupS, measure_s: s.measureS, concurrency: s.concurrency, sessions: s.sessions, db_pool_size: s.dbPoolSize ?? 'gateway default', echo_chunks: s.echoChunks, worker_announce: s.workerAnnounce, heap_requests: s.heapRequests, phases: [...s.phases], mosquitto_config: broker.config },
       rows: [],
       failures
     }
     log(`bench: load average ${report.machine.loadavg_1m_at_start} at start`)
-    worker = await startWorker({ url: broker.url, prefix: TOPIC_PREFIX, silent: false, chunks: s.echoChunks, logFile: join(tmp, 'echo-worker.log') })
+    worker = await startWorker({ url: broker.url, prefix: TOPIC_PREFIX, silent: false, chunks: s.echoChunks, logFile: join(tmp, 'echo-worker.log'), ...(s.workerAnnounce ? { announceAs: 'bench-echo' } : {}) })
 
     const wantsGateway = s.phases.size > (s.phases.has('ceiling') ? 1 : 0)
     if (wantsGateway) {

@@ -6,7 +6,11 @@
  * Env: MQTT_URL (default mqtt://127.0.0.1:1883), MQTT_TOPIC_PREFIX (default llm),
  * ECHO_CHUNKS=n (send n `chunk` messages before `done`, default 0),
  * ECHO_SILENT=1 or `--silent` (subscribe and never answer: requests stay pending),
- * ECHO_RECONNECT_MS (wait between reconnect attempts after the broker went, default 1000).
+ * ECHO_RECONNECT_MS (wait between reconnect attempts after the broker went, default 1000),
+ * ECHO_HOLD_MS (wait this long before answering, default 0: chats stay in flight),
+ * ECHO_ANNOUNCE=1 (contract v1.1: heartbeats on <prefix>/workers/<ECHO_ID> every
+ * ECHO_HEARTBEAT_MS (1000) with capacity ECHO_CAPACITY (10000), a last will, requests on its own
+ * topic acknowledged with `ack`, replies stamped with worker_id), ECHO_ID (default bench-echo-<hex>).
  * Prints "echo-worker ready" once the subscription is granted; exits on SIGTERM/SIGINT.
  */
 import { connectNoDelay, endClient, subscribe } from './lib/mqtt-socket.js'
@@ -47,29 +51,60 @@ async function main (): Promise<void> {
   }
 
   const reconnectPeriodMs = Number(process.env.ECHO_RECONNECT_MS ?? '1000')
-  const client = await connectNoDelay({ url, clientIdPrefix: silent ? 'bench-silent' : 'bench-echo', reconnect: true, reconnectPeriodMs })
+  const holdMs = Number(process.env.ECHO_HOLD_MS ?? '0')
+  const announce = process.env.ECHO_ANNOUNCE === '1'
+  const workerId = process.env.ECHO_ID ?? `bench-echo-${process.pid}`
+  const heartbeatMs = Number(process.env.ECHO_HEARTBEAT_MS ?? '1000')
+  const capacity = Number(process.env.ECHO_CAPACITY ?? '10000')
+  const presenceTopic = `${prefix}/workers/${workerId}`
+  const directTopic = `${prefix}/chat/request/${workerId}`
+  let holding = 0
+  const beat = (status: 'online' | 'offline'): string => JSON.stringify({ v: 1, worker_id: workerId, status, capacity, in_flight: holding, heartbeat_ms: heartbeatMs })
+  const client = await connectNoDelay({
+    url,
+    clientIdPrefix: silent ? 'bench-silent' : 'bench-echo',
+    reconnect: true,
+    reconnectPeriodMs,
+    ...(announce ? { clientId: workerId, will: { topic: presenceTopic, payload: beat('offline') } } : {})
+  })
   client.on('error', (err) => { console.error(`echo-worker: ${err.message}`) })
   let received = 0
   let answered = 0
   let malformed = 0
 
-  client.on('message', (_topic, payload) => {
+  const stamp = announce ? { worker_id: workerId } : {}
+  const answer = (req: ChatRequest): void => {
+    const content = `echo: ${req.content}`
+    if (chunks > 0) {
+      for (const delta of splitDeltas(content, chunks)) {
+        client.publish(req.reply_to, JSON.stringify({ v: 1, request_id: req.request_id, type: 'chunk', delta, ...stamp }), { qos: 1 })
+      }
+    }
+    client.publish(req.reply_to, JSON.stringify({ v: 1, request_id: req.request_id, type: 'done', content, ...stamp }), { qos: 1 })
+    answered++
+  }
+  client.on('message', (topic, payload) => {
+    if (topic !== directTopic && topic !== `${prefix}/chat/request`) return
     received++
     if (silent) return
     const req = parseRequest(payload)
     if (req === undefined) { malformed++; return }
-    const content = `echo: ${req.content}`
-    if (chunks > 0) {
-      for (const delta of splitDeltas(content, chunks)) {
-        client.publish(req.reply_to, JSON.stringify({ v: 1, request_id: req.request_id, type: 'chunk', delta }), { qos: 1 })
-      }
-    }
-    client.publish(req.reply_to, JSON.stringify({ v: 1, request_id: req.request_id, type: 'done', content }), { qos: 1 })
-    answered++
+    if (announce && topic === directTopic) client.publish(req.reply_to, JSON.stringify({ v: 1, request_id: req.request_id, type: 'ack', worker_id: workerId }), { qos: 0 })
+    if (holdMs <= 0) { answer(req); return }
+    holding++
+    setTimeout(() => { holding--; answer(req) }, holdMs)
   })
 
   const topic = `${prefix}/chat/request`
   await subscribe(client, topic, 1)
+  if (announce) {
+    await subscribe(client, directTopic, 1)
+    const sendBeat = (): void => { client.publish(presenceTopic, beat('online'), { qos: 1 }) }
+    // At once on every (re)connect, then every interval.
+    client.on('connect', sendBeat)
+    sendBeat()
+    setInterval(sendBeat, heartbeatMs).unref()
+  }
   console.log(`echo-worker ready (${silent ? 'silent' : `echo, ${chunks} chunks`}) on ${url} ${topic}`)
 
   let stopping = false

@@ -15,6 +15,8 @@ export interface Settings extends CommonSettings {
   readonly phases: Set<Phase>
   readonly heapRequests: number
   readonly echoChunks: number
+  /** BENCH_WORKER_ANNOUNCE=1: the echo worker announces itself, so chats go to its own topic with an ack each (presence on). */
+  readonly workerAnnounce: boolean
   readonly dbPoolSize: number | undefined
   readonly gatewayNodeArgs: string[]
 }
@@ -31,6 +33,7 @@ export function readSettings (): Settings {
     phases: new Set(r.choices('BENCH_PHASES', PHASES.join(','), PHASES, { aliases: { gateway: ['relay', 'persistent'] } })),
     heapRequests: r.number('BENCH_HEAP_REQUESTS', 10_000, 1, 50_000),
     echoChunks: r.number('ECHO_CHUNKS', 0, 0, 1000),
+    workerAnnounce: r.number('BENCH_WORKER_ANNOUNCE', 0, 0, 1) === 1,
     gatewayNodeArgs: r.words('BENCH_GATEWAY_NODE_ARGS'),
     dbPoolSize: r.optional('BENCH_DB_POOL_SIZE', 1, 90, false)
   }

@@ -14,6 +14,10 @@ export interface ConnectOptions {
   readonly reconnect?: boolean
   /** Wait between reconnect attempts when `reconnect` is set (mqtt.js's fixed period); 1000 by default. */
   readonly reconnectPeriodMs?: number
+  /** An exact client id (an announced worker's id), instead of the prefix plus random hex. */
+  readonly clientId?: string
+  /** The last will the broker publishes if this client vanishes. */
+  readonly will?: { topic: string, payload: string }
 }
 
 export function hostPort (url: string): { host: string, port: number } {
@@ -27,7 +31,8 @@ export async function connectNoDelay (o: ConnectOptions): Promise<MqttClient> {
   const timeoutMs = o.connectTimeoutMs ?? 5000
   const opts: IClientOptions = {
     protocolVersion: 4,
-    clientId: `${o.clientIdPrefix}-${randomBytes(4).toString('hex')}`,
+    clientId: o.clientId ?? `${o.clientIdPrefix}-${randomBytes(4).toString('hex')}`,
+    ...(o.will !== undefined ? { will: { topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: 1 as const, retain: false } } : {}),
     clean: true,
     keepalive: 30,
     connectTimeout: timeoutMs,

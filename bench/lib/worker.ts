@@ -10,14 +10,31 @@ export interface Worker {
   stop: () => Promise<void>
 }
 
-export async function startWorker (o: { url: string, prefix: string, silent: boolean, chunks: number, logFile: string, reconnectPeriodMs?: number }): Promise<Worker> {
+export interface WorkerOptions {
+  url: string
+  prefix: string
+  silent: boolean
+  chunks: number
+  logFile: string
+  reconnectPeriodMs?: number
+  /** Announce presence (contract v1.1) under this worker id. */
+  announceAs?: string
+  heartbeatMs?: number
+  /** Hold each chat this long before answering. */
+  holdMs?: number
+}
+
+export async function startWorker (o: WorkerOptions): Promise<Worker> {
   const env = {
     ...process.env,
     MQTT_URL: o.url,
     MQTT_TOPIC_PREFIX: o.prefix,
     ECHO_CHUNKS: String(o.chunks),
     ECHO_SILENT: o.silent ? '1' : '0',
-    ...(o.reconnectPeriodMs !== undefined ? { ECHO_RECONNECT_MS: String(o.reconnectPeriodMs) } : {})
+    ...(o.reconnectPeriodMs !== undefined ? { ECHO_RECONNECT_MS: String(o.reconnectPeriodMs) } : {}),
+    ...(o.announceAs !== undefined ? { ECHO_ANNOUNCE: '1', ECHO_ID: o.announceAs } : {}),
+    ...(o.heartbeatMs !== undefined ? { ECHO_HEARTBEAT_MS: String(o.heartbeatMs) } : {}),
+    ...(o.holdMs !== undefined ? { ECHO_HOLD_MS: String(o.holdMs) } : {})
   }
   const proc = start(process.execPath, [ECHO_WORKER_JS], o.logFile, { env })
   try {

@@ -160,6 +160,13 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
     }
     const route = routing.onReply(parsed.reply)
     if (route === 'consumed') return
+    if (route === 'unknown_ack') {
+      // Acks travel at QoS 0 and may overtake nothing or arrive after the answer: an ack for a
+      // request that just ended is a late one, not a stranger's.
+      const late = registry.deliver(parsed.reply)
+      if (late !== 'delivered') options.onReplyDropped?.(late === 'duplicate' ? 'duplicate' : 'unknown_ack')
+      return
+    }
     if (route !== 'pass') {
       log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, route }, 'dropped reply')
       options.onReplyDropped?.(route)

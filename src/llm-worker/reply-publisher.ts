@@ -15,6 +15,12 @@ export type PublishOutcome = 'sent' | 'held' | 'lost'
 
 export interface ReplyPublisher {
   publish: (topic: string, reply: ReplyEnvelope) => PublishOutcome
+  /**
+   * At QoS 0 and only when nothing is held: for an `ack`, which any later reply stands in for.
+   * QoS 0 spares the gateway a PUBACK per chat (the ack is a third of the messages of a short
+   * answer); a lost one costs nothing while the answer starts within CHAT_ACCEPT_TIMEOUT_MS.
+   */
+  publishLight: (topic: string, reply: ReplyEnvelope) => void
   readonly held: number
   /** Stops listening to the link. */
   close: () => void
@@ -44,6 +50,9 @@ export function createReplyPublisher (link: WorkerLink, workerId?: string): Repl
       if (link.state !== 'stale' && link.state !== 'connected') return 'lost'
       held.push({ topic, payload })
       return 'held'
+    },
+    publishLight (topic, reply) {
+      if (held.length === 0) link.publish(topic, JSON.stringify(reply), 0)
     },
     get held () { return held.length },
     close () {

@@ -255,7 +255,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     byId.set(request.request_id, job)
     job.timer = clock.setTimeout(() => { halt(job, 'deadline') }, left)
     // Taken: said before any chunk, so the gateway stops holding the request for another worker.
-    if (direct && announce !== undefined) replies.publish(request.reply_to, { v: 1, request_id: request.request_id, type: 'ack', worker_id: announce.workerId })
+    if (direct && announce !== undefined) replies.publishLight(request.reply_to, { v: 1, request_id: request.request_id, type: 'ack', worker_id: announce.workerId })
     if (slots.offer(job) === 'full') {
       counts.overloaded++
       log.warn({ request_id: request.request_id, active: slots.active, waiting: slots.waiting }, 'worker overloaded: request refused')
