@@ -51,10 +51,10 @@ async function main (): Promise<number> {
     broker = await startMosquitto(tmp, s.mosquittoBin)
     log(`bench: mosquitto ${broker.version} on ${broker.url} (logs in ${tmp})`)
     const report: Report = {
-      command: commandLine('bench:chat', ['ECHO_CHUNKS', 'MOSQUITTO_BIN', 'BENCH_WORKER_ANNOUNCE']),
+      command: commandLine('bench:chat', ['ECHO_CHUNKS', 'MOSQUITTO_BIN', 'BENCH_WORKER_ANNOUNCE', 'BENCH_MQTT_PROTOCOL']),
       started_at: new Date().toISOString(),
       machine: machineInfo(broker.version),
-      settings: { warmup_s: s.warmupS, measure_s: s.measureS, concurrency: s.concurrency, sessions: s.sessions, db_pool_size: s.dbPoolSize ?? 'gateway default', echo_chunks: s.echoChunks, worker_announce: s.workerAnnounce, heap_requests: s.heapRequests, phases: [...s.phases], mosquitto_config: broker.config },
+      settings: { warmup_s: s.warmupS, measure_s: s.measureS, concurrency: s.concurrency, sessions: s.sessions, db_pool_size: s.dbPoolSize ?? 'gateway default', echo_chunks: s.echoChunks, worker_announce: s.workerAnnounce, mqtt_protocol: s.mqttProtocol, heap_requests: s.heapRequests, phases: [...s.phases], mosquitto_config: broker.config },
       rows: [],
       failures
     }
@@ -85,7 +85,7 @@ async function main (): Promise<number> {
       try {
         gateways[mode] = await startChatGateway({
           mqttUrl: broker.url, prefix: TOPIC_PREFIX, logFile: join(tmp, `gateway-${mode}.log`), readyTimeoutMs: s.readyTimeoutMs,
-          chatMode: mode, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret, dbPoolSize: s.dbPoolSize, nodeArgs: s.gatewayNodeArgs
+          chatMode: mode, databaseUrl: db.url, dataDir: join(tmp, `data-${mode}`), authSecret, dbPoolSize: s.dbPoolSize, mqttProtocol: s.mqttProtocol, nodeArgs: s.gatewayNodeArgs
         })
         log(`bench: gateway (${mode}) ready on 127.0.0.1:${gateways[mode]?.port}`)
       } catch (err) {

@@ -227,7 +227,7 @@ export function createMetrics (): Metrics {
   })
   const moved = new Counter({
     name: 'tether_chat_moved_total',
-    help: 'Chats moved to another LLM worker before being acknowledged: no_ack (CHAT_ACCEPT_TIMEOUT_MS), offline, busy.',
+    help: 'Chats moved to another LLM worker before being acknowledged: no_ack (CHAT_ACCEPT_TIMEOUT_MS), offline, busy, unrouted (MQTT 5 PUBACK: no subscriber).',
     labelNames: ['reason'],
     registers: [registry]
   })

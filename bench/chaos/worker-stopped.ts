@@ -108,8 +108,8 @@ async function main (): Promise<number> {
   worker.proc.child.kill('SIGSTOP')
   log(`${TAG}: worker stopped with ${CHATS} chats in flight (presence ${PRESENCE})`)
   await sleep(PRESENCE === 'on' ? 3500 : 1000)
-  const fresh: Answer[] = []
-  for (let i = 0; i < NEW_CHATS; i++) fresh.push(await chat(gateway.port, abort.signal))
+  // At once, like users: sent one after the other they would each wait out the deadline in turn.
+  const fresh = await Promise.all(Array.from({ length: NEW_CHATS }, async () => await chat(gateway.port, abort.signal)))
   const answers = await Promise.all(held)
   const afterStop = answers.map((a) => a.endAt - stoppedAt)
   const freshMs = fresh.map((a) => a.endAt - a.sentAt)

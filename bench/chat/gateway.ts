@@ -12,13 +12,16 @@ export interface ChatGatewayOptions extends Omit<LinkOptions, 'port' | 'chatMode
   readonly chatMode: ChatMode
   /** DB_POOL_SIZE; undefined keeps the gateway's default. */
   readonly dbPoolSize?: number
+  /** MQTT_PROTOCOL (BENCH_MQTT_PROTOCOL); undefined keeps the gateway's default (auto). */
+  readonly mqttProtocol?: string
 }
 
 export function chatGatewayEnv (o: ChatGatewayOptions, port: number): Record<string, string> {
   return {
     ...linkEnv({ ...o, port }),
     ...LIMITS_LIFTED,
-    ...(o.dbPoolSize === undefined ? {} : { DB_POOL_SIZE: String(o.dbPoolSize) })
+    ...(o.dbPoolSize === undefined ? {} : { DB_POOL_SIZE: String(o.dbPoolSize) }),
+    ...(o.mqttProtocol === undefined ? {} : { MQTT_PROTOCOL: o.mqttProtocol })
   }
 }
 

@@ -17,6 +17,8 @@ export interface Settings extends CommonSettings {
   readonly echoChunks: number
   /** BENCH_WORKER_ANNOUNCE=1: the echo worker announces itself, so chats go to its own topic with an ack each (presence on). */
   readonly workerAnnounce: boolean
+  /** BENCH_MQTT_PROTOCOL: the gateway's MQTT_PROTOCOL (auto, 5, 3.1.1). */
+  readonly mqttProtocol: string
   readonly dbPoolSize: number | undefined
   readonly gatewayNodeArgs: string[]
 }
@@ -34,6 +36,7 @@ export function readSettings (): Settings {
     heapRequests: r.number('BENCH_HEAP_REQUESTS', 10_000, 1, 50_000),
     echoChunks: r.number('ECHO_CHUNKS', 0, 0, 1000),
     workerAnnounce: r.number('BENCH_WORKER_ANNOUNCE', 0, 0, 1) === 1,
+    mqttProtocol: r.choices('BENCH_MQTT_PROTOCOL', 'auto', ['auto', '5', '3.1.1'])[0] ?? 'auto',
     gatewayNodeArgs: r.words('BENCH_GATEWAY_NODE_ARGS'),
     dbPoolSize: r.optional('BENCH_DB_POOL_SIZE', 1, 90, false)
   }

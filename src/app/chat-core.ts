@@ -62,6 +62,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
   })
   const link = createMqttLink({
     ...linkTimings(config),
+    // The embedded broker (aedes) speaks 3.1.1 only and never answers a version 5 CONNECT.
+    ...(config.mqttUrl === undefined ? { protocol: '3.1.1' as const } : {}),
     url,
     clientId: config.instanceId,
     probeTopic: topics.probe,

@@ -248,7 +248,9 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       })
       // Publish before opening: a reply cannot arrive before this synchronous call returns,
       // and a refused publish then leaves nothing behind to clean up.
-      const sent = routing.send(requestId, payload)
+      const sent = routing.send(requestId, payload, link.protocolVersion === 5
+        ? { messageExpiryInterval: Math.ceil(options.chatTimeoutMs / 1000), responseTopic: topics.replyTo, correlationData: Buffer.from(requestId) }
+        : undefined)
       if (sent === 'link') throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
       if (sent !== 'sent') throw noWorkers(sent)
       registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)

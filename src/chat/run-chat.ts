@@ -67,7 +67,7 @@ function failureOf (deps: RunChatDeps, s: Settlement): TetherError | null {
       if (s.cause === 'worker_error') return new TetherError('llm_error')
       if (s.cause === 'shutdown') return new TetherError('shutting_down')
       if (s.cause === 'worker_lost') return new TetherError('worker_lost', undefined, 1)
-      if (s.cause === 'no_workers') return new TetherError('no_workers', 'Every LLM worker asked was busy; retry shortly.', 1)
+      if (s.cause === 'no_workers') return new TetherError('no_workers', 'No LLM worker took the chat: none is subscribed, or every one asked was busy; retry shortly.', 1)
       return new TetherError('llm_unavailable', 'The link to the model broker was lost.', deps.retryAfterS())
   }
 }

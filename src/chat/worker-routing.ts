@@ -17,13 +17,13 @@
 import type { Clock } from '../clock.js'
 import type { Choice, WorkerFleet } from '../fleet/worker-fleet.js'
 import type { Logger } from '../log.js'
-import type { MqttLink } from '../mqtt/mqtt-link.js'
+import type { MqttLink, PublishExtra } from '../mqtt/mqtt-link.js'
 import { BUSY, type ReplyEnvelope } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
 
 export type PresenceMode = 'auto' | 'required' | 'off'
 /** Why a request moved to another worker. */
-export type MoveReason = 'no_ack' | 'offline' | 'busy'
+export type MoveReason = 'no_ack' | 'offline' | 'busy' | 'unrouted'
 /** What became of a reply: handled here (an ack), passed on to the registry, or dropped. */
 export type ReplyRoute = 'pass' | 'consumed' | 'foreign' | 'unknown_ack'
 /** The two ends the routing decides (pending-request causes). */
@@ -49,8 +49,11 @@ export interface WorkerRoutingOptions {
 export type SendOutcome = 'sent' | 'link' | 'none' | 'full'
 
 export interface WorkerRouting {
-  /** Publishes a new request, or says why it could not. */
-  send: (requestId: string, payload: string) => SendOutcome
+  /**
+   * Publishes a new request, or says why it could not. `properties` (MQTT 5: expiry, response
+   * topic, correlation data) go with it, and with it again if it moves.
+   */
+  send: (requestId: string, payload: string, properties?: PublishExtra['properties']) => SendOutcome
   /** What send() would answer now for want of a worker, without sending: `none`, `full`, or null. */
   refusal: () => 'none' | 'full' | null
   /** Sees every well-formed reply before the registry does. */
@@ -69,6 +72,7 @@ interface Assignment {
   moves: number
   /** Kept until acknowledged, to send it again elsewhere. */
   payload: string | null
+  properties: PublishExtra['properties'] | undefined
   timer: unknown
 }
 
@@ -76,7 +80,22 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
   const { fleet, link, topics, clock, log } = options
   const assignments = new Map<string, Assignment>()
 
-  const direct = (): boolean => options.mode === 'required' || (options.mode === 'auto' && fleet.announced)
+  const directed = (): boolean => options.mode === 'required' || (options.mode === 'auto' && fleet.announced)
+
+  /**
+   * MQTT 5 (properties given): a PUBACK saying nobody subscribes to the worker's topic moves the
+   * request (the worker is gone). On 3.1.1 nothing: no closure per chat for a PUBACK that says nothing.
+   */
+  function direct (requestId: string, workerId: string, properties: PublishExtra['properties'] | undefined): PublishExtra | undefined {
+    if (properties === undefined) return undefined
+    return {
+      properties,
+      onUnrouted: () => {
+        const a = assignments.get(requestId)
+        if (a !== undefined && a.workerId === workerId && !a.acked) move(requestId, a, 'unrouted')
+      }
+    }
+  }
 
   function armAccept (requestId: string, a: Assignment): void {
     a.timer = clock.setTimeout(() => {
@@ -96,17 +115,19 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
   function move (requestId: string, a: Assignment, reason: MoveReason): void {
     const from = a.workerId
     const payload = a.payload
-    const failure: RoutingFailure = reason === 'busy' ? 'no_workers' : 'worker_lost'
+    // Nobody took it (busy, or nobody subscribed): nobody was lost.
+    const failure: RoutingFailure = reason === 'busy' || reason === 'unrouted' ? 'no_workers' : 'worker_lost'
     if (a.timer !== null) { clock.clearTimeout(a.timer); a.timer = null }
     const choice: Choice = a.moves >= 1 || payload === null ? 'none' : fleet.choose(from)
-    if (typeof choice === 'string' || !link.publish(topics.chatRequestFor(choice.workerId), payload as string, 1)) {
+    if (typeof choice === 'string' || !link.publish(topics.chatRequestFor(choice.workerId), payload as string, 1, direct(requestId, choice.workerId, a.properties))) {
       log.warn({ request_id: requestId, worker_id: from, reason, cause: failure }, 'chat could not move to another LLM worker')
       // The settlement sends the worker its cancel.
       options.fail(requestId, failure)
       return
     }
-    // A worker that answered `busy` dropped it; one that was silent may still run it if it wakes up.
-    if (reason !== 'busy') options.cancelAt(from, requestId)
+    // A worker that answered `busy` dropped it, and nobody got an unrouted one; one that was
+    // silent may still run it if it wakes up.
+    if (reason !== 'busy' && reason !== 'unrouted') options.cancelAt(from, requestId)
     fleet.release(from)
     fleet.take(choice.workerId)
     a.workerId = choice.workerId
@@ -117,19 +138,23 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
   }
 
   return {
-    send (requestId, payload) {
-      if (!direct()) return link.publish(topics.chatRequest, payload, 1) ? 'sent' : 'link'
+    send (requestId, payload, properties) {
+      if (!directed()) {
+        // MQTT 5: nobody subscribed to the shared topic means no worker at all.
+        const extra: PublishExtra | undefined = properties === undefined ? undefined : { properties, onUnrouted: () => { options.fail(requestId, 'no_workers') } }
+        return link.publish(topics.chatRequest, payload, 1, extra) ? 'sent' : 'link'
+      }
       const choice = fleet.choose()
       if (typeof choice === 'string') return choice
-      if (!link.publish(topics.chatRequestFor(choice.workerId), payload, 1)) return 'link'
+      if (!link.publish(topics.chatRequestFor(choice.workerId), payload, 1, direct(requestId, choice.workerId, properties))) return 'link'
       fleet.take(choice.workerId)
-      const a: Assignment = { workerId: choice.workerId, acked: false, moves: 0, payload, timer: null }
+      const a: Assignment = { workerId: choice.workerId, acked: false, moves: 0, payload, properties, timer: null }
       assignments.set(requestId, a)
       armAccept(requestId, a)
       return 'sent'
     },
     refusal () {
-      if (!direct()) return null
+      if (!directed()) return null
       const choice = fleet.choose()
       return typeof choice === 'string' ? choice : null
     },

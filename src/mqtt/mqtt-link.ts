@@ -11,6 +11,7 @@ import { createActor, type Actor } from 'xstate'
 import { carriesChats, linkStateName, mqttLinkMachine, type LinkStateName } from '../../machines/mqtt-link.machine.js'
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
+import type { MqttProtocol } from '../settings/mqtt-link-settings.js'
 import { openClient } from './open-client.js'
 
 export type QoS = 0 | 1
@@ -33,6 +34,8 @@ export interface MqttLinkOptions {
   maxReconnectAttempts: number
   backoffBaseMs: number
   backoffCapMs: number
+  /** MQTT_PROTOCOL; absent: 3.1.1. */
+  protocol?: MqttProtocol
   clock: Clock
   log: Logger
   random?: () => number
@@ -55,7 +58,9 @@ export interface MqttLink {
   /** Clean DISCONNECT; resolves when the socket is closed (bounded by the connect timeout). */
   stop: () => Promise<void>
   /** False (and nothing queued) unless the link carries chats (carriesChats: connected or stale). */
-  publish: (topic: string, payload: string | Buffer, qos: QoS) => boolean
+  publish: (topic: string, payload: string | Buffer, qos: QoS, extra?: PublishExtra) => boolean
+  /** The MQTT version of the current (or next) connection: 5 or 4 (3.1.1). */
+  readonly protocolVersion: 4 | 5
   /**
    * Keeps `topic` (a filter) subscribed across reconnects. Messages are routed to `handler` by
    * their exact topic, which is `topic` itself unless `options.deliverAs` names another: a
@@ -80,6 +85,13 @@ export interface MqttLink {
   readonly subscriptionCount: number
   recentTransitions: () => readonly LinkTransition[]
   readonly events: EventEmitter<LinkEvents>
+}
+
+/** MQTT 5 only; ignored on a 3.1.1 connection. */
+export interface PublishExtra {
+  properties?: { messageExpiryInterval?: number, responseTopic?: string, correlationData?: Buffer }
+  /** QoS 1: the broker's PUBACK said 0x10, no matching subscribers (nobody got it). */
+  onUnrouted?: () => void
 }
 
 export interface SubscribeOptions {
@@ -122,6 +134,12 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   let state: LinkStateName = 'connecting'
   let closing: Promise<void> | null = null
   let actor: Actor<typeof mqttLinkMachine> | null = null
+  // auto: 5 until a broker fails a version 5 CONNECT and then accepts a 3.1.1 one.
+  const protocol = options.protocol ?? '3.1.1'
+  let version: 4 | 5 = protocol === '3.1.1' ? 4 : 5
+  let settled = protocol !== 'auto'
+  // Publishes waiting for a PUBACK that may say "no matching subscribers", by packet id.
+  const unrouted = new Map<number, () => void>()
 
   function send (event: Parameters<Actor<typeof mqttLinkMachine>['send']>[0]): void {
     actor?.send(event)
@@ -130,20 +148,47 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   function open (): void {
     const gen = ++generation
     events.emit('attempt')
+    const attemptVersion = version
+    let acknowledged = false
     const c = openClient({
       url: options.url,
       clientId: options.clientId,
       keepaliveS: options.keepaliveS,
       connectTimeoutMs: options.connectTimeoutMs,
+      protocolVersion: attemptVersion,
       ...(options.will !== undefined ? { will: options.will } : {})
     })
     client = c
+    unrouted.clear()
     const current = (): boolean => gen === generation
     c.on('connect', () => {
       if (!current()) return
+      acknowledged = true
       lastInboundAt = clock.now()
+      if (!settled) {
+        settled = true
+        if (attemptVersion === 4) log.warn('the broker did not answer an MQTT 5 CONNECT and accepted 3.1.1: using MQTT 3.1.1 (MQTT_PROTOCOL=auto)')
+        else log.info('MQTT 5 (MQTT_PROTOCOL=auto)')
+      }
       send({ type: 'CONNECTED' })
     })
+    if (attemptVersion === 5) {
+      c.on('packetreceive', (packet) => {
+        if (packet.cmd !== 'puback' || unrouted.size === 0) return
+        const id = packet.messageId as number
+        const onUnrouted = unrouted.get(id)
+        if (onUnrouted === undefined) return
+        unrouted.delete(id)
+        if (packet.reasonCode === 16) onUnrouted()
+      })
+    }
+    // auto: an attempt that failed before CONNACK on a broker that is there (not refused) may be
+    // a broker that does not speak 5; the next attempt tries 3.1.1, and one after that 5 again.
+    const failedBeforeConnack = (reason: string): void => {
+      if (settled || acknowledged) return
+      if (attemptVersion === 5 && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH/.test(reason)) return
+      version = attemptVersion === 5 ? 4 : 5
+    }
     c.on('message', (topic, payload) => {
       if (!current()) return
       lastInboundAt = clock.now()
@@ -164,10 +209,12 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     })
     c.on('error', (err) => {
       if (!current()) return
+      failedBeforeConnack(err.message)
       send({ type: 'CONNECTION_LOST', reason: err.message })
     })
     c.on('close', () => {
       if (!current()) return
+      failedBeforeConnack('connection closed')
       send({ type: 'CONNECTION_LOST', reason: 'connection closed' })
     })
   }
@@ -300,11 +347,23 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       await closing
       actor.stop()
     },
-    publish (topic, payload, qos) {
+    publish (topic, payload, qos, extra) {
       if (!carriesChats(state) || client === null) return false
-      client.publish(topic, payload, { qos })
+      if (extra === undefined || version !== 5) {
+        client.publish(topic, payload, { qos })
+        return true
+      }
+      const before = client.getLastMessageId()
+      client.publish(topic, payload, extra.properties !== undefined ? { qos, properties: extra.properties } : { qos })
+      if (extra.onUnrouted !== undefined && qos === 1) {
+        const id = client.getLastMessageId()
+        // Unchanged: mqtt.js queued it instead of sending (it will be sent on reconnect, or lost
+        // with this connection); the answer then comes from the deadline, not the PUBACK.
+        if (id !== before && id !== undefined) unrouted.set(id, extra.onUnrouted)
+      }
       return true
     },
+    get protocolVersion () { return version },
     subscribe (topic, qos, handler, subscribeOptions) {
       const previous = handlers.get(topic)
       if (previous !== undefined) {

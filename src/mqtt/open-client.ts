@@ -6,6 +6,8 @@ export interface OpenClientOptions {
   clientId: string
   keepaliveS: number
   connectTimeoutMs: number
+  /** 4 (3.1.1, the default) or 5. */
+  protocolVersion?: 4 | 5
   /** Published by the broker if this client vanishes without a DISCONNECT. */
   will?: { topic: string, payload: string, qos: 0 | 1 }
 }
@@ -24,7 +26,8 @@ export function openClient (options: OpenClientOptions): MqttClient {
   const host = url.hostname.replace(/^\[|\]$/g, '')
   const clientOptions: IClientOptions = {
     clientId: options.clientId,
-    protocolVersion: 4, // MQTT 3.1.1: the embedded broker and many managed brokers speak nothing newer
+    // 3.1.1 unless asked: the embedded broker and some managed brokers speak nothing newer.
+    protocolVersion: options.protocolVersion ?? 4,
     clean: true,
     keepalive: options.keepaliveS,
     reconnectPeriod: 0,

@@ -4,7 +4,10 @@
  * MQTT_URL is not here: the gateway may run without one (embedded broker), the worker may not.
  */
 import { ConfigError, settingOf, type Setting } from './kernel.js'
-import { int, topicPrefix } from './parsers.js'
+import { int, oneOf, topicPrefix } from './parsers.js'
+
+/** MQTT_PROTOCOL: `auto` tries MQTT 5 and falls back to 3.1.1 for a broker that does not speak it. */
+export type MqttProtocol = 'auto' | '5' | '3.1.1'
 
 export interface MqttLinkSettings {
   readonly mqttTopicPrefix: string
@@ -14,12 +17,14 @@ export interface MqttLinkSettings {
   readonly mqttMaxReconnectAttempts: number
   readonly mqttBackoffBaseMs: number
   readonly mqttBackoffCapMs: number
+  readonly mqttProtocol: MqttProtocol
 }
 
 const s = settingOf<MqttLinkSettings>()
 
 const LINK_SETTINGS = [
   s({ env: 'MQTT_TOPIC_PREFIX', key: 'mqttTopicPrefix', fallback: 'llm', example: 'llm', parse: topicPrefix, doc: 'First level(s) of every topic; the gateway and its LLM workers must use the same.' }),
+  s({ env: 'MQTT_PROTOCOL', key: 'mqttProtocol', fallback: 'auto', example: 'auto', parse: oneOf<MqttProtocol>(['auto', '5', '3.1.1']), doc: 'MQTT version. `auto`: MQTT 5, and 3.1.1 when the broker does not answer a version 5 CONNECT (the fallback is logged once); the embedded broker speaks 3.1.1. With 5, chat requests carry a Message Expiry Interval (the deadline), Response Topic and Correlation Data, and a PUBACK saying "no matching subscribers" answers the chat `503 no_workers` at once.' }),
   s({ env: 'MQTT_KEEPALIVE_S', key: 'mqttKeepaliveS', fallback: 15, example: '15', parse: int(1, 3600), doc: 'MQTT keepalive, and the idle period after which the link is probed.' }),
   s({ env: 'MQTT_PROBE_TIMEOUT_MS', key: 'mqttProbeTimeoutMs', fallback: 2000, example: '2000', parse: int(10, 600_000), doc: 'How long a probe may take before the link is dropped and rebuilt.' }),
   s({ env: 'MQTT_CONNECT_TIMEOUT_MS', key: 'mqttConnectTimeoutMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'How long one connection attempt (TCP + CONNACK) may take.' }),
@@ -48,6 +53,7 @@ export function linkTimings (config: MqttLinkSettings): {
   maxReconnectAttempts: number
   backoffBaseMs: number
   backoffCapMs: number
+  protocol: MqttProtocol
 } {
   return {
     keepaliveS: config.mqttKeepaliveS,
@@ -55,6 +61,7 @@ export function linkTimings (config: MqttLinkSettings): {
     connectTimeoutMs: config.mqttConnectTimeoutMs,
     maxReconnectAttempts: config.mqttMaxReconnectAttempts,
     backoffBaseMs: config.mqttBackoffBaseMs,
-    backoffCapMs: config.mqttBackoffCapMs
+    backoffCapMs: config.mqttBackoffCapMs,
+    protocol: config.mqttProtocol
   }
 }
