@@ -89,6 +89,8 @@ async function main (): Promise<number> {
     env: (port) => ({
       ...linkEnv({ port, mqttUrl: broker.url, prefix: TOPIC_PREFIX, databaseUrl: database.url, dataDir: dir, authSecret: randomBytes(32).toString('hex'), chatMode: 'relay' }),
       ...LIMITS_LIFTED,
+      // The gateway's default, which the bench's shared settings lower to 30 s.
+      CHAT_TIMEOUT_MS: '90000',
       WORKER_PRESENCE: PRESENCE === 'on' ? 'auto' : 'off'
     })
   })

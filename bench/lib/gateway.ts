@@ -104,6 +104,8 @@ export interface GatewayOptions {
   readonly readyTimeoutMs: number
   /** Node flags before main.js, e.g. `--cpu-prof` (BENCH_GATEWAY_NODE_ARGS) or `--inspect=127.0.0.1:0`. */
   readonly nodeArgs?: readonly string[]
+  /** A fixed port (a restart on the port its clients know); default a free one. */
+  readonly port?: number
 }
 
 export interface Gateway {
@@ -121,7 +123,7 @@ export async function startGateway (o: GatewayOptions): Promise<Gateway> {
   const mainJs = gatewayFile('main.js')
   const missing = missingGateway([mainJs])
   if (missing !== undefined) throw new Error(missing)
-  const port = await freePort()
+  const port = o.port ?? await freePort()
   const env = o.env(port)
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !GATEWAY_VARS.test(k)))
   const args = [...(o.nodeArgs ?? []), mainJs]
