@@ -41,6 +41,11 @@ t.test('the closing line counts passes and failures from tap\'s final summary', 
   t.equal(await summarize(dir, output), 'tests: 10 passed, 1 failed\n')
 })
 
+t.test('two runs in one log (npm test, then the broker matrix) are added up', async (t) => {
+  const output = ['# { total: 12, pass: 10, fail: 2 }', '    # { total: 5, pass: 5 }', '# { total: 15, pass: 14, fail: 1 }', ''].join('\n')
+  t.equal(await summarize(t.testdir(), output), 'tests: 24 passed, 3 failed\n')
+})
+
 t.test('a summary without failures reads as 0 failed', async (t) => {
   t.equal(await summarize(t.testdir(), '# { total: 12, pass: 12 }\n'), 'tests: 12 passed, 0 failed\n')
 })
