@@ -14,12 +14,12 @@
  *
  * The worker reconnects every 100 ms (ECHO_RECONNECT_MS), so the figure is the gateway's.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBenchDatabase } from '../lib/database.js'
-import { LIMITS_LIFTED, TOPIC_PREFIX, linkEnv, startGateway } from '../lib/gateway.js'
+import { TOPIC_PREFIX, startRelayGateway } from '../lib/gateway.js'
 import { loadAverage1m, machineInfo } from '../lib/machine-info.js'
 import { metric } from '../lib/metrics.js'
 import { mosquittoVersion, startMosquitto } from '../lib/mosquitto.js'
@@ -111,16 +111,7 @@ async function main (): Promise<number> {
   run.defer(async () => await database.drop())
   const worker = await startWorker({ url: broker.url, prefix: TOPIC_PREFIX, silent: false, chunks: 0, logFile: join(dir, 'worker.log'), reconnectPeriodMs: 100 })
   run.defer(async () => { await worker.stop() })
-  const gateway = await startGateway({
-    label: 'relay',
-    logFile: join(dir, 'gateway.log'),
-    readyTimeoutMs: common.readyTimeoutMs,
-    env: (port) => ({
-      ...linkEnv({ port, mqttUrl: broker.url, prefix: TOPIC_PREFIX, databaseUrl: database.url, dataDir: dir, authSecret: randomBytes(32).toString('hex'), chatMode: 'relay' }),
-      ...LIMITS_LIFTED,
-      CHAT_TIMEOUT_MS: '10000'
-    })
-  })
+  const gateway = await startRelayGateway({ dir, mqttUrl: broker.url, databaseUrl: database.url, readyTimeoutMs: common.readyTimeoutMs, extra: { CHAT_TIMEOUT_MS: '10000' } })
   run.defer(async () => { await gateway.stop() })
   const traffic = startTraffic(gateway.port)
   run.defer(async () => { await traffic.stop() })

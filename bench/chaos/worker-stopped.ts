@@ -11,12 +11,12 @@
  * how every gateway behaved before presence: users wait for the deadline. Loopback only; every
  * wait is bounded (BENCH_MAX_SECONDS overall).
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBenchDatabase } from '../lib/database.js'
-import { LIMITS_LIFTED, TOPIC_PREFIX, linkEnv, startGateway } from '../lib/gateway.js'
+import { TOPIC_PREFIX, startRelayGateway } from '../lib/gateway.js'
 import { loadAverage1m, machineInfo } from '../lib/machine-info.js'
 import { metric, parseSeries, scrapeText } from '../lib/metrics.js'
 import { mosquittoVersion, startMosquitto } from '../lib/mosquitto.js'
@@ -82,17 +82,13 @@ async function main (): Promise<number> {
     ...(PRESENCE === 'on' ? { announceAs: 'bench-stopped' } : {})
   })
   run.defer(async () => { worker.proc.child.kill('SIGCONT'); await worker.stop() })
-  const gateway = await startGateway({
-    label: 'relay',
-    logFile: join(dir, 'gateway.log'),
+  const gateway = await startRelayGateway({
+    dir,
+    mqttUrl: broker.url,
+    databaseUrl: database.url,
     readyTimeoutMs: common.readyTimeoutMs,
-    env: (port) => ({
-      ...linkEnv({ port, mqttUrl: broker.url, prefix: TOPIC_PREFIX, databaseUrl: database.url, dataDir: dir, authSecret: randomBytes(32).toString('hex'), chatMode: 'relay' }),
-      ...LIMITS_LIFTED,
-      // The gateway's default, which the bench's shared settings lower to 30 s.
-      CHAT_TIMEOUT_MS: '90000',
-      WORKER_PRESENCE: PRESENCE === 'on' ? 'auto' : 'off'
-    })
+    // The gateway's default deadline, which the bench's shared limits lower to 30 s.
+    extra: { CHAT_TIMEOUT_MS: '90000', WORKER_PRESENCE: PRESENCE === 'on' ? 'auto' : 'off' }
   })
   run.defer(async () => { await gateway.stop() })
   const online = async (): Promise<number> => parseSeries(await scrapeText(gateway.port))['tether_workers{state="online"}'] ?? 0

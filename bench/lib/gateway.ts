@@ -4,6 +4,7 @@
  * stopped with SIGTERM and then SIGKILL after 15 s. What the families' environments share (the
  * broker and database links, and the per-user limits lifted) is built here, once.
  */
+import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -143,4 +144,21 @@ export async function startGateway (o: GatewayOptions): Promise<Gateway> {
       return { code: proc.child.exitCode, signal: proc.child.signalCode }
     }
   }
+}
+
+/**
+ * A relay-mode gateway (no accounts, nothing stored) on a private broker, as the chaos scripts
+ * use it: the link is what they measure. `extra` is laid over the shared limits.
+ */
+export async function startRelayGateway (o: { dir: string, mqttUrl: string, databaseUrl: string, readyTimeoutMs: number, extra: Record<string, string> }): Promise<Gateway> {
+  return await startGateway({
+    label: 'relay',
+    logFile: join(o.dir, 'gateway.log'),
+    readyTimeoutMs: o.readyTimeoutMs,
+    env: (port) => ({
+      ...linkEnv({ port, mqttUrl: o.mqttUrl, prefix: TOPIC_PREFIX, databaseUrl: o.databaseUrl, dataDir: o.dir, authSecret: randomBytes(32).toString('hex'), chatMode: 'relay' }),
+      ...LIMITS_LIFTED,
+      ...o.extra
+    })
+  })
 }
