@@ -253,7 +253,13 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
         : undefined)
       if (sent === 'link') throw new TetherError('llm_unavailable', undefined, link.retryAfterS())
       if (sent !== 'sent') throw noWorkers(sent)
-      registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
+      try {
+        registry.open(requestId, input.sessionId, options.chatTimeoutMs, callbacks, input.userId)
+      } catch (err) {
+        // Only a repeated request id gets here (a bug): free what the routing holds for it.
+        routing.settled(requestId)
+        throw err
+      }
       if (wasIdle) link.wake()
       return requestId
     },

@@ -167,8 +167,10 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
         return 'consumed'
       }
       if (a === undefined) return 'pass'
-      // A worker the request was taken from, woken up: its answer would interleave with the new one's.
-      if (reply.worker_id !== undefined && reply.worker_id !== a.workerId) return 'foreign'
+      // A worker the request was taken from, woken up: its answer would interleave with the new
+      // one's. Once a request has moved, a reply that does not say whose it is cannot be told
+      // apart, so it is dropped too (replies to a worker's own topic carry worker_id: contract).
+      if (reply.worker_id !== undefined ? reply.worker_id !== a.workerId : a.moves > 0) return 'foreign'
       if (reply.type === 'error' && reply.retry === true && reply.error === BUSY && !a.acked) {
         move(reply.request_id, a, 'busy')
         return 'consumed'

@@ -48,6 +48,9 @@ export interface FleetSummary {
 /** Where a chat can go: a worker, or why nowhere (`none`: nobody online; `full`: all at capacity). */
 export type Choice = { workerId: string } | 'none' | 'full'
 
+/** The largest presence message read. */
+export const MAX_HEARTBEAT_BYTES = 4096
+
 export interface WorkerFleetOptions {
   link: Pick<MqttLink, 'subscribe' | 'unsubscribe'>
   topics: Topics
@@ -107,7 +110,12 @@ export function createWorkerFleet (options: WorkerFleetOptions): WorkerFleet {
       wentOffline: ({ context }) => {
         options.onTransition?.('offline')
         log.warn({ worker_id: context.workerId, silent_ms: clock.now() - context.lastSeenAt }, 'LLM worker offline')
-        options.onOffline?.(context.workerId)
+        // Runs from a timer: a throw here would end the actor and reach the process's handler.
+        try {
+          options.onOffline?.(context.workerId)
+        } catch (err) {
+          log.error({ worker_id: context.workerId, err: err instanceof Error ? err.stack : String(err) }, 'failing over an offline worker\'s chats threw')
+        }
       },
       forget: ({ context }) => {
         options.onTransition?.('forgotten')
@@ -134,6 +142,8 @@ export function createWorkerFleet (options: WorkerFleetOptions): WorkerFleet {
   }
 
   function onPresence (payload: Buffer, topic: string): void {
+    // A heartbeat is ~120 bytes; anything far larger is not one, and is not parsed.
+    if (payload.length > MAX_HEARTBEAT_BYTES) { drop('malformed'); return }
     const topicId = topic.slice(under.length)
     if (!isValidId(topicId)) { drop('malformed'); return }
     const parsed = parseHeartbeat(payload, topicId)

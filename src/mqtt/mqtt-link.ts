@@ -134,10 +134,15 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   let state: LinkStateName = 'connecting'
   let closing: Promise<void> | null = null
   let actor: Actor<typeof mqttLinkMachine> | null = null
-  // auto: 5 until a broker fails a version 5 CONNECT and then accepts a 3.1.1 one.
+  // auto: 5, unless the broker refuses version 5 outright (then 3.1.1 for good), or an attempt
+  // at 5 fails before CONNACK without saying why (aedes just never answers): then the next
+  // attempt is 3.1.1, the one after 5 again, and a connection made at 3.1.1 that way is
+  // followed by 5 again at the next reconnect, so a v5 broker that was merely restarting is
+  // never demoted for good.
   const protocol = options.protocol ?? '3.1.1'
   let version: 4 | 5 = protocol === '3.1.1' ? 4 : 5
-  let settled = protocol !== 'auto'
+  let refusedFive = false
+  let loggedVersion: 4 | 5 | null = null
   // Publishes waiting for a PUBACK that may say "no matching subscribers", by packet id.
   const unrouted = new Map<number, () => void>()
 
@@ -165,16 +170,16 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       if (!current()) return
       acknowledged = true
       lastInboundAt = clock.now()
-      if (!settled) {
-        settled = true
-        if (attemptVersion === 4) log.warn('the broker did not answer an MQTT 5 CONNECT and accepted 3.1.1: using MQTT 3.1.1 (MQTT_PROTOCOL=auto)')
-        else log.info('MQTT 5 (MQTT_PROTOCOL=auto)')
+      if (protocol === 'auto' && loggedVersion !== attemptVersion) {
+        loggedVersion = attemptVersion
+        if (attemptVersion === 4) log.warn({ refused_5: refusedFive }, 'using MQTT 3.1.1: the broker did not accept an MQTT 5 CONNECT (MQTT_PROTOCOL=auto)')
+        else log.info('using MQTT 5 (MQTT_PROTOCOL=auto)')
       }
       send({ type: 'CONNECTED' })
     })
     if (attemptVersion === 5) {
       c.on('packetreceive', (packet) => {
-        if (packet.cmd !== 'puback' || unrouted.size === 0) return
+        if (!current() || packet.cmd !== 'puback' || unrouted.size === 0) return
         const id = packet.messageId as number
         const onUnrouted = unrouted.get(id)
         if (onUnrouted === undefined) return
@@ -182,39 +187,31 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         if (packet.reasonCode === 16) onUnrouted()
       })
     }
-    // auto: an attempt that failed before CONNACK on a broker that is there (not refused) may be
-    // a broker that does not speak 5; the next attempt tries 3.1.1, and one after that 5 again.
-    const failedBeforeConnack = (reason: string): void => {
-      if (settled || acknowledged) return
-      if (attemptVersion === 5 && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH/.test(reason)) return
-      version = attemptVersion === 5 ? 4 : 5
-    }
-    c.on('message', (topic, payload) => {
-      if (!current()) return
-      lastInboundAt = clock.now()
-      if (topic === options.probeTopic) {
-        if (state === 'stale') send({ type: 'PROBE_ACK' })
+    const lost = (err: (Error & { code?: unknown }) | null): void => {
+      if (protocol !== 'auto' || refusedFive) return
+      if (acknowledged) {
+        // A connection made at 3.1.1 by guesswork: the next one tries 5 again.
+        version = 5
         return
       }
-      const handler = routes.get(topic) ?? underRoute(topic)
-      if (handler === undefined) return
-      // A handler reads a peer's bytes; whatever they are, a throw must not reach mqtt.js's
-      // emitter, where it would end the process (main.ts's uncaughtException handler).
-      try {
-        handler(payload, topic)
-      } catch (err) {
-        log.error({ topic, bytes: payload.length, err: err instanceof Error ? err.stack : String(err) }, 'mqtt message handler threw; message dropped')
-        options.onHandlerError?.()
+      // CONNACK 1 (3.1.1: unacceptable protocol version) or 0x84 (5: unsupported protocol version).
+      if (attemptVersion === 5 && err !== null && (err.code === 1 || err.code === 132 || /unacceptable protocol version|unsupported protocol version/i.test(err.message))) {
+        refusedFive = true
+        version = 4
+        return
       }
-    })
+      // A broker that is not there says nothing about its protocol.
+      if (attemptVersion === 5 && err !== null && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH/.test(err.message)) return
+      version = attemptVersion === 5 ? 4 : 5
+    }
     c.on('error', (err) => {
       if (!current()) return
-      failedBeforeConnack(err.message)
+      lost(err)
       send({ type: 'CONNECTION_LOST', reason: err.message })
     })
     c.on('close', () => {
       if (!current()) return
-      failedBeforeConnack('connection closed')
+      lost(null)
       send({ type: 'CONNECTION_LOST', reason: 'connection closed' })
     })
   }

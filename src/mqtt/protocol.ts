@@ -80,9 +80,9 @@ export function parseReply (payload: Buffer | string): ParsedReply {
   const r = value as Record<string, unknown>
   if (r.v !== PROTOCOL_VERSION || !isValidId(r.request_id)) return MALFORMED
   const id = r.request_id
-  // Optional, but when present it must be a worker id: it decides whose reply is kept.
-  if (r.worker_id !== undefined && !isValidId(r.worker_id)) return MALFORMED
-  const from = r.worker_id === undefined ? {} : { worker_id: r.worker_id }
+  // Optional; one that is not a worker id (a v1 worker's own field, say a hostname) is ignored
+  // rather than the reply refused.
+  const from = isValidId(r.worker_id) ? { worker_id: r.worker_id } : {}
   switch (r.type) {
     case 'chunk': {
       if (typeof r.delta !== 'string') return MALFORMED

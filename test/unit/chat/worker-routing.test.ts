@@ -77,6 +77,15 @@ t.test('the least loaded of two: load is ours plus what other gateways hold', as
   t.equal(s.published[0]?.topic, 'llm/chat/request/w2')
 })
 
+t.test('before any move, a reply without worker_id passes (and counts as the ack)', async (t) => {
+  const s = setup()
+  s.beat('w1')
+  s.routing.send('r1', 'p')
+  t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'chunk', delta: 'x' }), 'pass')
+  s.clock.advanceInSteps(1200)
+  t.same(s.failed, [], 'acknowledged by the chunk: no move on the accept timer')
+})
+
 t.test('an ack settles where a request is; an ack from another worker or for nothing is not consumed', async (t) => {
   const s = setup()
   s.beat('w1')
@@ -129,7 +138,9 @@ t.test('after a move, replies from the worker it left are foreign; the new worke
   const to = (s.published[1]?.topic as string).split('/').at(-1) as string
   t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'chunk', delta: 'x', seq: 1, worker_id: from }), 'foreign')
   t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'chunk', delta: 'y', seq: 1, worker_id: to }), 'pass')
-  t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'done', content: 'y' }), 'pass', 'a reply without worker_id (v1 shape) passes')
+  t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'done', content: 'y' }), 'foreign', 'after a move, a reply that does not say whose it is cannot be trusted')
+  t.equal(s.routing.onReply({ v: 1, request_id: 'r1', type: 'error', error: 'busy', retry: true }), 'foreign', 'nor a late busy from the first worker')
+  t.same(s.failed, [], 'which therefore does not end the moved request')
 })
 
 t.test('a worker going offline: unacknowledged requests move, acknowledged ones end worker_lost', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { encodeRequest, parseReply } from '../../../src/mqtt/protocol.js'
+import { encodeRequest, parseHeartbeat, parseReply } from '../../../src/mqtt/protocol.js'
 import { createTopics } from '../../../src/mqtt/topics.js'
 import { demoReply } from '../../../src/mqtt/demo-responder.js'
 
@@ -45,4 +45,23 @@ t.test('the demo reply is labelled and its chunks add up to the full text', asyn
   t.equal(full, '[demo responder] You said: hello big world')
   t.equal(chunks.join(''), full)
   t.ok(chunks.length > 1, 'streamed in several chunks')
+})
+
+t.test('v1.1 replies: ack needs a worker id; worker_id is kept when valid and ignored when not; busy keeps retry', async (t) => {
+  t.match(parseReply('{"v":1,"request_id":"r","type":"ack","worker_id":"w-1"}'), { ok: true, reply: { type: 'ack', worker_id: 'w-1' } })
+  t.same(parseReply('{"v":1,"request_id":"r","type":"ack"}'), { ok: false, reason: 'malformed' })
+  t.same(parseReply('{"v":1,"request_id":"r","type":"ack","worker_id":"a/b"}'), { ok: false, reason: 'malformed' })
+  t.same(parseReply('{"v":1,"request_id":"r","type":"done","content":"x","worker_id":"gpu.node-1"}'), { ok: true, reply: { v: 1, request_id: 'r', type: 'done', content: 'x' } })
+  t.same(parseReply('{"v":1,"request_id":"r","type":"error","error":"busy","retry":true,"worker_id":"w"}'), { ok: true, reply: { v: 1, request_id: 'r', type: 'error', error: 'busy', retry: true, worker_id: 'w' } })
+})
+
+t.test('heartbeats: the payload names its topic\'s worker, numbers are bounded, a last will needs no numbers', async (t) => {
+  const hb = (o: Record<string, unknown>): Buffer => Buffer.from(JSON.stringify({ v: 1, worker_id: 'w', status: 'online', capacity: 4, in_flight: 1, heartbeat_ms: 1000, ...o }))
+  t.match(parseHeartbeat(hb({}), 'w'), { ok: true, heartbeat: { capacity: 4, in_flight: 1, heartbeat_ms: 1000, status: 'online' } })
+  t.same(parseHeartbeat(hb({}), 'other'), { ok: false, reason: 'impostor' })
+  t.same(parseHeartbeat(hb({ capacity: 10_001 }), 'w'), { ok: false, reason: 'absurd' })
+  t.same(parseHeartbeat(hb({ heartbeat_ms: 99 }), 'w'), { ok: false, reason: 'absurd' })
+  t.same(parseHeartbeat(hb({ status: 'asleep' }), 'w'), { ok: false, reason: 'malformed' })
+  t.match(parseHeartbeat(Buffer.from('{"v":1,"worker_id":"w","status":"offline"}'), 'w'), { ok: true, heartbeat: { status: 'offline' } })
+  t.match(parseHeartbeat(hb({ status: 'draining' }), 'w'), { ok: true, heartbeat: { status: 'draining' } })
 })
