@@ -73,6 +73,8 @@ interface Assignment {
   /** Kept until acknowledged, to send it again elsewhere. */
   payload: string | null
   properties: PublishExtra['properties'] | undefined
+  /** When it was first sent: a move sends it with the expiry that is left, not the first one. */
+  sentAt: number
   timer: unknown
 }
 
@@ -81,6 +83,13 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
   const assignments = new Map<string, Assignment>()
 
   const directed = (): boolean => options.mode === 'required' || (options.mode === 'auto' && fleet.announced)
+
+  function expiryLeft (a: Assignment): PublishExtra['properties'] | undefined {
+    const p = a.properties
+    if (p?.messageExpiryInterval === undefined) return p
+    const left = p.messageExpiryInterval - Math.floor((clock.now() - a.sentAt) / 1000)
+    return { ...p, messageExpiryInterval: Math.max(1, left) }
+  }
 
   /**
    * MQTT 5 (properties given): a PUBACK saying nobody subscribes to the worker's topic moves the
@@ -119,7 +128,7 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
     const failure: RoutingFailure = reason === 'busy' || reason === 'unrouted' ? 'no_workers' : 'worker_lost'
     if (a.timer !== null) { clock.clearTimeout(a.timer); a.timer = null }
     const choice: Choice = a.moves >= 1 || payload === null ? 'none' : fleet.choose(from)
-    if (typeof choice === 'string' || !link.publish(topics.chatRequestFor(choice.workerId), payload as string, 1, direct(requestId, choice.workerId, a.properties))) {
+    if (typeof choice === 'string' || !link.publish(topics.chatRequestFor(choice.workerId), payload as string, 1, direct(requestId, choice.workerId, expiryLeft(a)))) {
       log.warn({ request_id: requestId, worker_id: from, reason, cause: failure }, 'chat could not move to another LLM worker')
       // The settlement sends the worker its cancel.
       options.fail(requestId, failure)
@@ -148,7 +157,7 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
       if (typeof choice === 'string') return choice
       if (!link.publish(topics.chatRequestFor(choice.workerId), payload, 1, direct(requestId, choice.workerId, properties))) return 'link'
       fleet.take(choice.workerId)
-      const a: Assignment = { workerId: choice.workerId, acked: false, moves: 0, payload, properties, timer: null }
+      const a: Assignment = { workerId: choice.workerId, acked: false, moves: 0, payload, properties, sentAt: clock.now(), timer: null }
       assignments.set(requestId, a)
       armAccept(requestId, a)
       return 'sent'
