@@ -133,6 +133,7 @@ export function computeMqttHealth (src: RuntimeView, visible: (sessionId: string
     state: link.state,
     connected: link.isUp,
     client_id: link.clientId,
+    broker: link.broker,
     last_activity: { timestamp: new Date(link.lastActivityAt).toISOString(), seconds_ago: secondsSince(now, link.lastActivityAt) },
     reconnection: { attempts: link.attempts, max_attempts: link.maxAttempts, next_attempt_in_ms: link.nextAttemptInMs() },
     pending_requests: { total: src.pendingTotal(), sessions: all.length, max_per_session: most, by_session: Object.fromEntries(bySession) },

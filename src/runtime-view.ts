@@ -16,6 +16,8 @@ export interface LinkView {
   readonly attempts: number
   readonly maxAttempts: number
   readonly clientId: string
+  /** host:port of the broker node in use (MQTT_URL may list several). */
+  readonly broker: string
   nextAttemptInMs: () => number
   recentTransitions: () => readonly LinkTransition[]
 }

@@ -24,6 +24,7 @@ export interface LinkTransition {
 }
 
 export interface MqttLinkOptions {
+  /** One broker URL, or several comma-separated: the nodes of one cluster, tried in turn. */
   url: string
   clientId: string
   probeTopic: string
@@ -78,6 +79,8 @@ export interface MqttLink {
   /** Since when the link has not been usable (epoch ms), or null while it is. */
   readonly downSince: number | null
   readonly clientId: string
+  /** The broker (host:port) of the current or next connection attempt: one of MQTT_URL's. */
+  readonly broker: string
   /** Milliseconds until the next connection attempt, 0 when one is under way or the link is up. */
   nextAttemptInMs: () => number
   /** Retry-After for a chat refused or failed because of the link: whole seconds to the next attempt, at least 1 (RFC 9110 10.2.3). */
@@ -143,6 +146,14 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   let version: 4 | 5 = protocol === '3.1.1' ? 4 : 5
   let refusedFive = false
   let loggedVersion: 4 | 5 | null = null
+  // Several URLs: the nodes of one cluster. A connection is only ever opened again because the
+  // last one failed or was lost (a refused connect, a probe that timed out, a frozen node), so
+  // each attempt after the first goes to the next node in turn: a dead node is not retried
+  // while others are there.
+  const urls = options.url.split(',')
+  let urlIndex = 0
+  let attemptsOpened = 0
+  const hostOf = (url: string): string => { const u = new URL(url); return `${u.hostname}:${u.port === '' ? '1883' : u.port}` }
   // Publishes waiting for a PUBACK that may say "no matching subscribers", by packet id.
   const unrouted = new Map<number, () => void>()
 
@@ -153,10 +164,11 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   function open (): void {
     const gen = ++generation
     events.emit('attempt')
+    urlIndex = attemptsOpened++ % urls.length
     const attemptVersion = version
     let acknowledged = false
     const c = openClient({
-      url: options.url,
+      url: urls[urlIndex] as string,
       clientId: options.clientId,
       keepaliveS: options.keepaliveS,
       connectTimeoutMs: options.connectTimeoutMs,
@@ -204,6 +216,24 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       if (attemptVersion === 5 && err !== null && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH/.test(err.message)) return
       version = attemptVersion === 5 ? 4 : 5
     }
+    c.on('message', (topic, payload) => {
+      if (!current()) return
+      lastInboundAt = clock.now()
+      if (topic === options.probeTopic) {
+        if (state === 'stale') send({ type: 'PROBE_ACK' })
+        return
+      }
+      const handler = routes.get(topic) ?? underRoute(topic)
+      if (handler === undefined) return
+      // A handler reads a peer's bytes; whatever they are, a throw must not reach mqtt.js's
+      // emitter, where it would end the process (main.ts's uncaughtException handler).
+      try {
+        handler(payload, topic)
+      } catch (err) {
+        log.error({ topic, bytes: payload.length, err: err instanceof Error ? err.stack : String(err) }, 'mqtt message handler threw; message dropped')
+        options.onHandlerError?.()
+      }
+    })
     c.on('error', (err) => {
       if (!current()) return
       lost(err)
@@ -393,6 +423,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     get lastActivityAt () { return lastInboundAt },
     get downSince () { return downSince },
     get clientId () { return options.clientId },
+    get broker () { return hostOf(urls[urlIndex] as string) },
     nextAttemptInMs () {
       if (state !== 'reconnecting' && state !== 'givingUp') return 0
       return Math.max(0, nextAttemptAt - clock.now())

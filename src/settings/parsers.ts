@@ -51,13 +51,21 @@ export function topicPrefix (raw: string): string | Problem {
   return raw
 }
 
+/**
+ * One broker URL, or several comma-separated (the nodes of one cluster: the link moves to the
+ * next when one fails). Each is checked; the value may hold passwords, so a problem never
+ * quotes it (it is printed and logged).
+ */
 export function mqttUrl (raw: string): string | Problem {
-  let u: URL
-  // The value may hold a password: the problem never quotes it (it is printed and logged).
-  try { u = new URL(raw) } catch { return problem('is not a URL (mqtt://[user:password@]host:port)') }
-  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') return problem(`must use mqtt:// (got ${u.protocol}//)`)
-  if (u.hostname === '') return problem('has no host')
-  return raw
+  const parts = raw.split(',').map((p) => p.trim())
+  for (const [i, part] of parts.entries()) {
+    const which = parts.length > 1 ? `entry ${i + 1} ` : ''
+    let u: URL
+    try { u = new URL(part) } catch { return problem(`${which}is not a URL (mqtt://[user:password@]host:port)`) }
+    if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') return problem(`${which}must use mqtt:// (got ${u.protocol}//)`)
+    if (u.hostname === '') return problem(`${which}has no host`)
+  }
+  return parts.join(',')
 }
 
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']

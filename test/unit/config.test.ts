@@ -47,6 +47,8 @@ t.test('a bad value is one line naming the variable, the problem and an example'
   t.match(problemOf({ PORT: '70000' }), /PORT must be between 0 and 65535/)
   t.match(problemOf({ CHAT_TIMEOUT_MS: '1.5' }), /CHAT_TIMEOUT_MS must be a whole number/)
   t.match(problemOf({ MQTT_URL: 'http://x' }), /MQTT_URL must use mqtt:\/\//)
+  t.match(problemOf({ MQTT_URL: 'mqtt://a:1883,http://b' }), /MQTT_URL entry 2 must use mqtt:\/\//)
+  t.equal(loadConfig({ MQTT_URL: 'mqtt://a:1883, mqtt://b:1883' }).mqttUrl, 'mqtt://a:1883,mqtt://b:1883', 'several nodes, spaces trimmed')
   t.match(problemOf({ MQTT_URL: 'not a url' }), /MQTT_URL is not a URL/)
   t.match(problemOf({ MQTT_TOPIC_PREFIX: 'llm/#' }), /MQTT_TOPIC_PREFIX must not contain MQTT wildcards/)
   t.match(problemOf({ MQTT_TOPIC_PREFIX: 'a//b' }), /empty levels/)

@@ -17,6 +17,7 @@ function sources (over: { state?: LinkStateName, downSince?: number | null, lag?
       attempts: 3,
       maxAttempts: 10,
       clientId: 'gw',
+      broker: '127.0.0.1:1883',
       nextAttemptInMs: () => 250,
       recentTransitions: () => [{ from: 'connecting', to: 'connected', at: now - 2000, reason: null }]
     },
