@@ -31,6 +31,7 @@ import { silentLogger, type Logger } from './log.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { startDemoResponder } from './mqtt/demo-responder.js'
 import type { MqttLink } from './mqtt/mqtt-link.js'
+import { claimInstanceId } from './cluster/instance-claim.js'
 import { createTopics } from './mqtt/topics.js'
 import { redactUrl } from './redact.js'
 import type { SocketRegistry } from './ws/socket-registry.js'
@@ -136,6 +137,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     }
     const { routes, sockets: socketRoutes } = httpRoutes({
       config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, streams, persistence, passwords,
+      cluster: core.cluster.view,
       clientAddress: createClientAddress(config.trustProxy),
       accounts: migrated(() => database.accounts),
       chats,
@@ -153,8 +155,15 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const http = createHttpServer({ hooks, preflightHeaders: cors.preflight, log, onSocketHandlerError: metrics.handlerError, routes, sockets: socketRoutes })
     core.setFanOut(http.publish)
 
+    // Before the link takes INSTANCE_ID as its client id, which would knock a live gateway with
+    // the same id off the broker.
+    if (config.instanceIdSet && config.mqttUrl !== undefined) {
+      await claimInstanceId({ url, prefix: config.mqttTopicPrefix, instanceId: config.instanceId, keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, log })
+    }
     link.start()
     stack.push('mqtt link', link.stop)
+    core.cluster.start()
+    stack.push('gateway presence', core.cluster.stop)
     // Subscribes to this gateway's reply topic; the link keeps it across reconnects.
     chat.start()
     stack.push('dispatcher', chat.stop)

@@ -23,6 +23,10 @@ export interface Config extends MqttLinkSettings {
   readonly mqttUrl: string | undefined
   readonly embeddedMqttPort: number
   readonly instanceId: string
+  /** Whether INSTANCE_ID was set (not generated): only then can another live gateway hold it. */
+  readonly instanceIdSet: boolean
+  /** Interval of this gateway's heartbeats on llm/gateways/<instance_id>. */
+  readonly clusterHeartbeatMs: number
   readonly chatTimeoutMs: number
   /** Silence after a stream has begun that ends it with llm_stalled; 0: none. */
   readonly chatIdleTimeoutMs: number
@@ -246,6 +250,7 @@ export const SETTINGS = [
   ...mqttLinkSettings<Config>(),
   s({ env: 'MQTT_STALE_AFTER_MS', key: 'mqttStaleAfterMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'With requests in flight, silence this long makes the link suspect: it is probed.' }),
   s({ env: 'INSTANCE_ID', key: 'instanceId', fallback: () => `tether-${randomBytes(6).toString('hex')}`, example: 'tether-a1', parse: identifier, defaultDoc: 'random `tether-<12 hex>`', doc: 'Names this gateway\'s reply topic (`llm/chat/reply/<id>`) and MQTT client id. Two running gateways must not share one.' }),
+  s({ env: 'CLUSTER_HEARTBEAT_MS', key: 'clusterHeartbeatMs', fallback: 2000, example: '2000', parse: int(100, 60_000), doc: 'Interval of this gateway\'s retained heartbeat on `llm/gateways/<INSTANCE_ID>` (with a retained last will): the gateways of a cluster list each other on `/api/health/cluster`, and a gateway started with an `INSTANCE_ID` whose heartbeats are fresh exits 78 instead of knocking the live one off the broker.' }),
   s({ env: 'CHAT_TIMEOUT_MS', key: 'chatTimeoutMs', fallback: 90_000, example: '90000', parse: int(100, 3_600_000), doc: 'Deadline of a chat request; `504 llm_timeout` when it passes.' }),
   s({ env: 'CHAT_IDLE_TIMEOUT_MS', key: 'chatIdleTimeoutMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'Once an answer has begun, silence this long ends it with `504 llm_stalled` (an `error` after the chunks), keeps the text that arrived (status `stalled`) and tells the LLM worker to stop. `0`: no bound but `CHAT_TIMEOUT_MS`.' }),
   s({ env: 'CHAT_FIRST_CHUNK_TIMEOUT_MS', key: 'chatFirstChunkTimeoutMs', fallback: 0, example: '20000', parse: int(0, 3_600_000), defaultDoc: '`0` (off)', doc: 'Bound on the wait for the first chunk (or `done`): past it, `504 llm_stalled`. Off by default: a model may think long before it speaks.' }),
@@ -311,12 +316,13 @@ export const SETTINGS = [
 ]
 
 /** Names that look like ours; one that is not read is most likely a typo. */
-const OURS = /^(MQTT|CHAT|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|THREAD|WS|CONTENT|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST|STREAM)_/
+const OURS = /^(MQTT|CHAT|CLUSTER|MAX|EMBEDDED|SHUTDOWN|CORS|DEMO|TETHER|DB|AUTH|LOGIN|HISTORY|WORKER|THREAD|WS|CONTENT|HINT|SESSION|REGISTER|PASSWORD|SSE|TRUST|STREAM)_/
 
 function checkGateway (config: Config, env: Env): Config {
   const out = config as { -readonly [K in keyof Config]: Config[K] }
   // A demo responder on the embedded broker is the whole point of running without MQTT_URL.
   if (config.mqttUrl === undefined) out.demoResponder = true
+  out.instanceIdSet = env.INSTANCE_ID !== undefined && env.INSTANCE_ID !== ''
   if (env.WATCHDOG_EXIT === undefined || env.WATCHDOG_EXIT === '') out.watchdogExit = config.production
   if (config.production && config.testHooks) {
     throw new ConfigError('TETHER_TEST_HOOKS', 'must not be set when NODE_ENV=production (it enables a route that blocks the server)', '0')

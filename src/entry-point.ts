@@ -97,6 +97,12 @@ export async function runService<C extends { logLevel: LogLevel }> (
   try {
     await service.start()
   } catch (err) {
+    // A setting found wrong only once running (a taken INSTANCE_ID): fix the config, exit 78.
+    if (err instanceof ConfigError) {
+      log.fatal({ variable: err.variable }, err.message)
+      process.stderr.write(`${err.message}\n`)
+      process.exit(EXIT_CONFIG)
+    }
     // Whatever was thrown (some libraries reject with undefined): one line that says why.
     const reason = err instanceof Error ? err.message : `non-error rejection: ${String(err)}`
     log.fatal({ err: stackOf(err) }, `start-up failed: ${reason}`)

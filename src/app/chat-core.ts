@@ -6,6 +6,7 @@
 import { createDispatcher, type Dispatcher } from '../chat/dispatcher.js'
 import { createPendingRegistry, type PendingRegistry } from '../chat/pending-registry.js'
 import { createStreamStore, type StreamStore } from '../chat/stream-store.js'
+import { createGatewayPresence, gatewayWill, type GatewayPresence } from '../cluster/gateway-presence.js'
 import { describeFailure } from '../failure.js'
 import { createWorkerFleet, type WorkerFleet } from '../fleet/worker-fleet.js'
 import type { Clock } from '../clock.js'
@@ -25,6 +26,8 @@ export interface ChatCore {
   link: MqttLink
   /** The announced LLM workers. */
   fleet: WorkerFleet
+  /** The other gateways of the cluster, and this one's heartbeat. */
+  cluster: GatewayPresence
   chat: Dispatcher
   /** Resumable streams' replay buffers (started and stopped with the dispatcher). */
   streams: StreamStore
@@ -72,7 +75,9 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     log,
     ...(random !== undefined ? { random } : {}),
     inFlightSince: registry.inFlightSince,
-    onHandlerError: () => { metrics.handlerError('mqtt_message') }
+    onHandlerError: () => { metrics.handlerError('mqtt_message') },
+    // Retained: it also replaces this gateway's retained heartbeat (gateway-presence.ts).
+    will: gatewayWill(config.mqttTopicPrefix, config.instanceId)
   })
   link.events.on('transition', (t) => { metrics.linkTransition(t.from, t.to) })
   link.events.on('attempt', metrics.connectAttempt)
@@ -89,6 +94,7 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     onDropped: metrics.presenceDropped,
     onTransition: metrics.workerTransition
   })
+  const cluster = createGatewayPresence({ link, prefix: config.mqttTopicPrefix, instanceId: config.instanceId, heartbeatMs: config.clusterHeartbeatMs, clock, log })
   const chat = createDispatcher({
     link, registry, topics, clock, log, fleet,
     presence: config.workerPresence,
@@ -111,5 +117,5 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     describe: (err, requestId) => describeFailure(err, log, { request_id: requestId }),
     onResume: metrics.streamResumed
   })
-  return { registry, link, fleet, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
+  return { registry, link, fleet, cluster, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
 }

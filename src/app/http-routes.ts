@@ -19,7 +19,8 @@ import type { ExchangeHooks } from '../http/exchange.js'
 import { ROUTES } from '../http/route-table.js'
 import { loginHandler, meHandler, registerHandler } from '../http/routes/auth.js'
 import { chatMessagesHandler } from '../http/routes/chat-messages.js'
-import { healthHandler, livezHandler, mqttHealthHandler, readyzHandler, workersHealthHandler } from '../http/routes/health.js'
+import type { ClusterView } from '../cluster/gateway-presence.js'
+import { clusterHealthHandler, healthHandler, livezHandler, mqttHealthHandler, readyzHandler, workersHealthHandler } from '../http/routes/health.js'
 import { metricsHandler } from '../http/routes/metrics.js'
 import { createSessionHandler, listSessionsHandler, sessionMessagesHandler } from '../http/routes/sessions.js'
 import { cancelChatHandler, resumeStreamHandler } from '../http/routes/streams.js'
@@ -45,6 +46,8 @@ export interface HttpRoutesDeps {
   clock: Clock
   metrics: Metrics
   view: RuntimeView
+  /** The live gateways of the cluster (/api/health/cluster). */
+  cluster: () => ClusterView
   tokens: Tokens
   clientAddress: ClientAddress
   accounts: () => Accounts
@@ -89,6 +92,7 @@ export function httpRoutes (deps: HttpRoutesDeps): { routes: Route[], sockets: S
     { ...ROUTES.health, handler: healthHandler(hooks, deps.view) },
     { ...ROUTES.mqttHealth, handler: mqttHealthHandler(hooks, deps.view, { tokens, owners: deps.owners }) },
     { ...ROUTES.workersHealth, handler: workersHealthHandler(hooks, deps.view) },
+    { ...ROUTES.clusterHealth, handler: clusterHealthHandler(hooks, deps.cluster) },
     { ...ROUTES.livez, handler: livezHandler(hooks) },
     { ...ROUTES.readyz, handler: readyzHandler(hooks, deps.view) },
     { ...ROUTES.metrics, handler: metricsHandler(hooks, deps.registry, log) },

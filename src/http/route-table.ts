@@ -34,6 +34,7 @@ export const ROUTES = Object.freeze({
   health: route('get', '/api/health', true),
   mqttHealth: route('get', '/api/health/mqtt', true),
   workersHealth: route('get', '/api/health/workers', true),
+  clusterHealth: route('get', '/api/health/cluster', true),
   livez: route('get', '/livez', true),
   readyz: route('get', '/readyz', true),
   metrics: route('get', '/metrics', true),

@@ -52,6 +52,8 @@ export interface LastWill {
   topic: string
   payload: string
   qos: QoS
+  /** Retained: it replaces a retained presence message (a gateway's). */
+  retain?: boolean
 }
 
 export interface MqttLink {
@@ -59,7 +61,7 @@ export interface MqttLink {
   /** Clean DISCONNECT; resolves when the socket is closed (bounded by the connect timeout). */
   stop: () => Promise<void>
   /** False (and nothing queued) unless the link carries chats (carriesChats: connected or stale). */
-  publish: (topic: string, payload: string | Buffer, qos: QoS, extra?: PublishExtra) => boolean
+  publish: (topic: string, payload: string | Buffer, qos: QoS, extra?: PublishExtra, retain?: boolean) => boolean
   /** The MQTT version of the current (or next) connection: 5 or 4 (3.1.1). */
   readonly protocolVersion: 4 | 5
   /**
@@ -374,8 +376,12 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       await closing
       actor.stop()
     },
-    publish (topic, payload, qos, extra) {
+    publish (topic, payload, qos, extra, retain) {
       if (!carriesChats(state) || client === null) return false
+      if (retain === true) {
+        client.publish(topic, payload, { qos, retain: true })
+        return true
+      }
       if (extra === undefined || version !== 5) {
         client.publish(topic, payload, { qos })
         return true

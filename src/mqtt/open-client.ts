@@ -9,7 +9,7 @@ export interface OpenClientOptions {
   /** 4 (3.1.1, the default) or 5. */
   protocolVersion?: 4 | 5
   /** Published by the broker if this client vanishes without a DISCONNECT. */
-  will?: { topic: string, payload: string, qos: 0 | 1 }
+  will?: { topic: string, payload: string, qos: 0 | 1, retain?: boolean }
 }
 
 /**
@@ -39,7 +39,7 @@ export function openClient (options: OpenClientOptions): MqttClient {
     // showed up at ~2% of the gateway's CPU under load even when disabled.
     log: () => {}
   }
-  if (options.will !== undefined) clientOptions.will = { topic: options.will.topic, payload: Buffer.from(options.will.payload), qos: options.will.qos, retain: false }
+  if (options.will !== undefined) clientOptions.will = { topic: options.will.topic, payload: Buffer.from(options.will.payload), qos: options.will.qos, retain: options.will.retain === true }
   if (url.username !== '') clientOptions.username = decodeURIComponent(url.username)
   if (url.password !== '') clientOptions.password = decodeURIComponent(url.password)
   const streamBuilder = (): net.Socket => {

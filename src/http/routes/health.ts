@@ -3,6 +3,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { carriesChats } from '../../../machines/mqtt-link.machine.js'
 import { computeHealth, computeMqttHealth, computeWorkersHealth } from '../../health.js'
 import type { RuntimeView } from '../../runtime-view.js'
+import type { ClusterView } from '../../cluster/gateway-presence.js'
 import type { Tokens } from '../../auth/tokens.js'
 import type { SessionOwners } from '../../chat/session-owners.js'
 import { TetherError } from '../../errors.js'
@@ -42,6 +43,14 @@ export function workersHealthHandler (hooks: ExchangeHooks, sources: RuntimeView
   return (res, req) => {
     const ex = openExchange(res, req, ROUTES.workersHealth.path)
     sendJson(hooks, ex, 200, computeWorkersHealth(sources))
+  }
+}
+
+/** The live gateways of the cluster, this one included (contract v1.1, "Several gateways"). */
+export function clusterHealthHandler (hooks: ExchangeHooks, view: () => ClusterView): Handler {
+  return (res, req) => {
+    const ex = openExchange(res, req, ROUTES.clusterHealth.path)
+    sendJson(hooks, ex, 200, view())
   }
 }
 
