@@ -120,7 +120,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     const core = createChatCore({ config, log, clock, metrics, topics, url, ...(deps.random !== undefined ? { random: deps.random } : {}) })
     const { registry, link, chat, hub, streams, fleet } = core
     chatsInFlight = () => registry.size
-    const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, streams, fleet, shuttingDown: () => shuttingDown })
+    const view = createRuntimeView({ config, now: clock.now, startedAt, link, registry, lagP99Ms: lag.p99Ms, sockets, hub, database, streams, fleet, cluster: core.cluster, shuttingDown: () => shuttingDown })
     metrics.setSources(view)
 
     if (config.chatMode === 'relay') log.warn('CHAT_MODE=relay: chats are NOT authenticated and NOT stored; use only on a trusted network')

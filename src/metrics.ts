@@ -207,6 +207,12 @@ export function createMetrics (): Metrics {
     registers: [registry],
     collect () { this.set(sources?.workers().in_flight ?? 0) }
   })
+  new Gauge({
+    name: 'tether_cluster_gateways',
+    help: 'Live gateways on this broker, this one included (retained heartbeats on llm/gateways/+ under 3 intervals old).',
+    registers: [registry],
+    collect () { this.set(sources?.gateways() ?? 0) }
+  })
   const presenceDropped = new Counter({
     name: 'tether_worker_presence_dropped_total',
     help: 'Presence messages on llm/workers/+ dropped: malformed, impostor (payload names another worker than its topic), absurd (capacity, in_flight or heartbeat_ms out of bounds), registry_full (WORKER_REGISTRY_MAX).',

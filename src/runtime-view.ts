@@ -56,4 +56,6 @@ export interface RuntimeView {
   /** The announced LLM workers: counts by state, capacity and chats in flight, and each one. */
   workers: () => FleetSummary & { mode: 'auto' | 'required' | 'off', announced: boolean }
   workerList: () => WorkerView[]
+  /** Live gateways on this broker, this one included (/api/health/cluster). */
+  gateways: () => number
 }

@@ -4,6 +4,7 @@
  */
 import type { PendingRegistry } from '../chat/pending-registry.js'
 import type { WorkerFleet } from '../fleet/worker-fleet.js'
+import type { GatewayPresence } from '../cluster/gateway-presence.js'
 import type { Config } from '../config.js'
 import type { Database } from '../db/database.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
@@ -25,6 +26,7 @@ export interface RuntimeParts {
   streams: Pick<StreamStore, 'size' | 'bytes'>
   shuttingDown: () => boolean
   fleet: WorkerFleet
+  cluster: Pick<GatewayPresence, 'view'>
 }
 
 export function createRuntimeView (parts: RuntimeParts): RuntimeView {
@@ -44,6 +46,7 @@ export function createRuntimeView (parts: RuntimeParts): RuntimeView {
     hintSessions: () => hub.sessions,
     workers: () => ({ ...parts.fleet.summary(), mode: parts.config.workerPresence, announced: parts.fleet.announced }),
     workerList: parts.fleet.list,
+    gateways: () => parts.cluster.view().instances.length,
     streams: () => ({ count: parts.streams.size, bytes: parts.streams.bytes, maxBytes: parts.config.streamBufferMaxBytes }),
     db: () => ({
       status: !database.ready ? 'migrating' : database.monitor.status,

@@ -79,6 +79,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       <dt>last activity</dt><dd id="link-activity">&ndash;</dd>
       <dt>reconnects</dt><dd id="link-attempts">&ndash;</dd>
       <dt>client id</dt><dd id="link-client">&ndash;</dd>
+      <dt>gateways</dt><dd id="link-gateways">&ndash;</dd>
     </dl>
   </section>
   <section class="card">
@@ -275,6 +276,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     text('chat-failed', r === null ? '\\u2013' : perSecond(r.chatFailed));
     text('chat-timeouts', r === null ? '\\u2013' : perSecond(r.chatTimeouts));
     text('chat-stalled', r === null ? '\\u2013' : perSecond(r.chatStalled));
+    text('link-gateways', report.gateways + (report.gateways === 1 ? ' (this one)' : ' live on this broker'));
     var w = report.workers;
     if (!w.announced && w.mode !== 'required') {
       text('workers-online', '\u2013');

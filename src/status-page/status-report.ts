@@ -59,6 +59,8 @@ export interface StatusReport {
   /** Resumable streams kept and their replay buffers against STREAM_BUFFER_MAX_BYTES. */
   streams: { count: number, buffer_bytes: number, buffer_max_bytes: number }
   /** Announced LLM workers: how they are used (WORKER_PRESENCE), counts by state, capacity, and this gateway's chats on them. */
+  /** Live gateways on this broker, this one included (/api/health/cluster). */
+  gateways: number
   workers: { mode: string, announced: boolean, online: number, suspect: number, offline: number, capacity: number, in_flight: number }
   websockets: { hints: number, chat: number, hint_sessions: number }
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }
@@ -149,6 +151,7 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
     },
     pending_requests: health.mqtt.pending_requests,
     streams: (() => { const s = src.streams(); return { count: s.count, buffer_bytes: s.bytes, buffer_max_bytes: s.maxBytes } })(),
+    gateways: src.gateways(),
     workers: (() => { const w = src.workers(); return { mode: w.mode, announced: w.announced, online: w.online, suspect: w.suspect, offline: w.offline, capacity: w.capacity, in_flight: w.in_flight } })(),
     websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
     event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },

@@ -32,6 +32,8 @@ t.test('two gateways list each other; a graceful stop takes one off the list', a
   t.equal(body.self, 'gw-a')
   t.same(body.instances.map((i: { instance_id: string }) => i.instance_id), ['gw-a', 'gw-b'])
   t.ok(body.instances.every((i: { since: string, last_seen_ms: number }) => !Number.isNaN(Date.parse(i.since)) && i.last_seen_ms >= 0))
+  t.equal(await a.metric('tether_cluster_gateways'), 2)
+  t.equal((await a.request('GET', '/api/status')).json.gateways, 2, 'the status page counts them')
   await b.tether.stop()
   await waitFor(async () => (await ids(a)).length === 1, { what: 'gw-b gone from gw-a\'s list' })
   t.same(await ids(a), ['gw-a'])

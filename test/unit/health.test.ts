@@ -33,6 +33,7 @@ function sources (over: { state?: LinkStateName, downSince?: number | null, lag?
     streams: () => ({ count: 0, bytes: 0, maxBytes: 0 }),
     workers: () => ({ online: 0, suspect: 0, offline: 0, capacity: 0, in_flight: 0, mode: 'auto', announced: false }),
     workerList: () => [],
+    gateways: () => 1,
     db: () => ({ status: over.db ?? 'up', reachable: over.db !== 'down', downSince: over.db === 'down' ? now - 4000 : null, pool: { total: 3, idle: 2, waiting: 0, checkedOut: 1 }, writes: { queued: 0, committing: 0, maxQueued: 10000, cacheBytes: 0 } })
   }
 }
