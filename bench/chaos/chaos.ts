@@ -47,6 +47,8 @@ const CHAT_TIMEOUT_MS = r.int('CHAOS_CHAT_TIMEOUT_MS', 10_000, 1000, 120_000)
 /** How long each fault lasts inside its phase. */
 const FAULT_MS = r.int('CHAOS_FAULT_MS', 4000, 500, 60_000)
 const SESSIONS = 64
+/** Soak: cycles before the memory baseline. */
+const WARMUP_CYCLES = 3
 
 interface Answer { phase: string, sentAt: number, ms: number | null, status: number }
 type PhaseName = 'baseline' | 'broker kill' | 'broker freeze' | 'worker stop' | 'worker kill' | 'postgres restart' | 'gateway kill' | 'cool-down'
@@ -196,14 +198,19 @@ async function main (): Promise<number> {
     }
   }
   const cycle: PhaseName[] = ['broker kill', 'broker freeze', 'worker stop', 'worker kill', 'postgres restart', ...(SOAK ? [] : ['gateway kill' as const])]
+  // The soak's baseline is taken after WARMUP_CYCLES: the first cycles grow the heap, the JIT's
+  // code and the pools to their working size, which is not drift.
   let firstMemory: { rss: number, heap: number } | null = null
+  const series: Array<{ cycle: number, rss: number, heap: number }> = []
   let cycles = 0
   const soakEnd = Date.now() + SOAK_MINUTES * 60_000
   await phase('baseline', setPhase)
   do {
-    for (const name of cycle) await phase(name, (p) => { setPhase(cycles === 0 ? p : `${p}`) }, faults[name as keyof typeof faults])
+    for (const name of cycle) await phase(name, setPhase, faults[name as keyof typeof faults])
     cycles++
-    if (cycles === 1) firstMemory = await memory(port)
+    const m = await memory(port)
+    if (m !== null) series.push({ cycle: cycles, ...m })
+    if (firstMemory === null && cycles >= (SOAK ? WARMUP_CYCLES : 1)) firstMemory = m
   } while (SOAK && Date.now() < soakEnd)
   await phase('cool-down', setPhase)
   await traffic.stop()
@@ -251,10 +258,10 @@ async function main (): Promise<number> {
     ...rows.map((row) => `| ${row.phase} | ${row.sent} | ${row.ok} | ${row.s503} | ${row.s504} | ${row.other} | ${row.unanswered} | ${row.p50} | ${row.max} |`),
     '',
     `Sent ${sent}, unanswered ${unanswered}; after the run: ${pendingAfter} pending, ${streamsAfter} streams kept.` +
-      (SOAK ? ` Gateway after the first cycle: RSS ${mb(firstMemory?.rss)}, heap ${mb(firstMemory?.heap)}; at the end: RSS ${mb(lastMemory?.rss)} (${pct(drift)}), heap ${mb(lastMemory?.heap)} (${pct(heapDrift)}).` : '')
+      (SOAK ? ` Gateway after ${WARMUP_CYCLES} warm-up cycles: RSS ${mb(firstMemory?.rss)}, heap ${mb(firstMemory?.heap)}; at the end: RSS ${mb(lastMemory?.rss)} (${pct(drift)}), heap ${mb(lastMemory?.heap)} (${pct(heapDrift)}). RSS after each cycle (MB): ${series.map((x) => (x.rss / 1048576).toFixed(0)).join(', ')}.` : '')
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
-  const file = writeResults(TAG, startedAt, { startedAt, machine, settings: { RATE, PHASE_S, CHAT_TIMEOUT_MS, FAULT_MS, SOAK_MINUTES }, cycles, rows, pendingAfter, firstMemory, lastMemory, drift, heapDrift })
+  const file = writeResults(TAG, startedAt, { startedAt, machine, settings: { RATE, PHASE_S, CHAT_TIMEOUT_MS, FAULT_MS, SOAK_MINUTES }, cycles, rows, pendingAfter, firstMemory, lastMemory, drift, heapDrift, series })
   log(`${TAG}: results in ${file}`)
   await run.cleanUp()
   run.disarm()
