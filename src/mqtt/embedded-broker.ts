@@ -47,8 +47,9 @@ export const EMBEDDED_MAX_PAYLOAD_BYTES = 1024 * 1024
 function publishProblem (role: BrokerRole | undefined, options: EmbeddedBrokerOptions, clientId: string, packet: { topic: string, payload: Buffer | string, retain: boolean }): string | null {
   if (role === undefined || !mayPublish(role, options.topicPrefix, clientId, packet.topic)) return 'topic not allowed'
   if (Buffer.byteLength(packet.payload) > EMBEDDED_MAX_PAYLOAD_BYTES) return 'payload too large'
-  // Retained messages live in this process until replaced: only the templates are meant to be.
-  if (packet.retain && packet.topic !== `${options.topicPrefix}/templates`) return 'retain not allowed'
+  // Retained messages live in this process until replaced: only the templates are meant to be,
+  // and a gateway's own presence (one message per gateway, cleared by its will and its goodbye).
+  if (packet.retain && packet.topic !== `${options.topicPrefix}/templates` && !(role === 'gateway' && packet.topic === `${options.topicPrefix}/gateways/${clientId}`)) return 'retain not allowed'
   return null
 }
 

@@ -20,5 +20,5 @@ t.test('the server serves every HTTP route of the table, and only those', async 
 })
 
 t.test('monitoring routes are the probes, the metrics and the status page, nothing a user calls', async (t) => {
-  t.same([...MONITORING_PATHS].sort(), ['/', '/api/health', '/api/health/mqtt', '/api/health/workers', '/api/status', '/livez', '/metrics', '/readyz', '/status'])
+  t.same([...MONITORING_PATHS].sort(), ['/', '/api/health', '/api/health/cluster', '/api/health/mqtt', '/api/health/workers', '/api/status', '/livez', '/metrics', '/readyz', '/status'])
 })

@@ -169,7 +169,8 @@ const broker = await startTestBroker()
 t.teardown(() => broker.close())
 const proxy = await startSniffingProxy(broker.port)
 t.teardown(() => proxy.close())
-const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url })
+// MQTT_PROTOCOL 3.1.1: the proxy reads 3.1.1 packets (auto would speak 5 to a Mosquitto).
+const gw = await startGateway(t, { ...FAST_LINK, MQTT_URL: proxy.url, MQTT_PROTOCOL: '3.1.1' })
 await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
 const { wire } = proxy
 // The link's own subscriptions (replies, probe): what is left with no hints socket open.
