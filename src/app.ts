@@ -6,7 +6,8 @@
  * (http-routes.ts), the runtime view (runtime.ts) and the stack (teardown-stack.ts).
  */
 import { createPasswords } from './auth/password.js'
-import { createRateLimiter } from './auth/rate-limiter.js'
+import { createLoginThrottle } from './auth/login-throttle.js'
+import { createRateLimiter, DEFAULT_WINDOW_MS } from './auth/rate-limiter.js'
 import { resolveAuthSecret } from './auth/secret.js'
 import { createTokens } from './auth/tokens.js'
 import { createChatCore } from './app/chat-core.js'
@@ -141,7 +142,14 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       clientAddress: createClientAddress(config.trustProxy),
       accounts: migrated(() => database.accounts),
       chats,
-      limiter: createRateLimiter({ capacity: config.loginMaxFailures, clock }),
+      loginThrottle: createLoginThrottle({
+        local: createRateLimiter({ capacity: config.loginMaxFailures, clock }),
+        // While the schema is missing or the database is down, this gateway's own count.
+        store: () => database.ready && database.monitor.status !== 'down' ? database.loginThrottle : null,
+        capacity: config.loginMaxFailures,
+        windowMs: DEFAULT_WINDOW_MS,
+        log
+      }),
       registrations: createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock }),
       creations: createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock }),
       chatPath: {

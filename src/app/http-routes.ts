@@ -4,6 +4,7 @@
  */
 import type { Registry } from 'prom-client'
 import type { Passwords } from '../auth/password.js'
+import type { LoginThrottle } from '../auth/login-throttle.js'
 import type { RateLimiter } from '../auth/rate-limiter.js'
 import type { Tokens } from '../auth/tokens.js'
 import type { Dispatcher } from '../chat/dispatcher.js'
@@ -53,7 +54,7 @@ export interface HttpRoutesDeps {
   accounts: () => Accounts
   chats: () => ChatStore
   passwords: Passwords
-  limiter: RateLimiter
+  loginThrottle: LoginThrottle
   registrations: RateLimiter
   creations: RateLimiter
   owners: SessionOwners
@@ -72,7 +73,7 @@ export interface HttpRoutesDeps {
 export function httpRoutes (deps: HttpRoutesDeps): { routes: Route[], sockets: SocketRoute[] } {
   const { config, hooks, log, metrics, tokens } = deps
   const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, clientAddress: deps.clientAddress }
-  const authDeps = { ...routeDeps, accounts: deps.accounts, passwords: deps.passwords, limiter: deps.limiter, registrations: deps.registrations, onLimited: metrics.limitRefused }
+  const authDeps = { ...routeDeps, accounts: deps.accounts, passwords: deps.passwords, loginThrottle: deps.loginThrottle, registrations: deps.registrations, onLimited: metrics.limitRefused }
   const sessionDeps = { ...routeDeps, chats: deps.chats, owners: deps.owners, creations: deps.creations, onLimited: metrics.limitRefused }
   const chatDeps = { chat: deps.chat, persistence: deps.persistence, clock: deps.clock, streams: deps.streams, ...deps.chatPath }
   const sse = { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer }

@@ -7,6 +7,7 @@
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import { createAccounts, type Accounts } from './accounts.js'
+import { createLoginThrottleStore, type LoginThrottleStore } from './login-throttle-store.js'
 import { createChatStore, type ChatStore } from './chat-store.js'
 import { createChatWrites, PREPARED_STATEMENTS, type ChatWrites } from './chat-writes.js'
 import { classifyDbError } from './db-errors.js'
@@ -43,6 +44,8 @@ export interface DatabaseOptions {
 export interface Database {
   readonly url: string
   readonly accounts: Accounts
+  /** The login limits' buckets, shared by every gateway on this database. */
+  readonly loginThrottle: LoginThrottleStore
   readonly chats: ChatStore
   /** The chat hot path's writes, group-committed. */
   readonly writes: ChatWrites
@@ -111,6 +114,7 @@ export async function openDatabase (options: DatabaseOptions): Promise<Database>
   return {
     url,
     accounts: createAccounts(pool.db),
+    loginThrottle: createLoginThrottleStore(pool.db),
     chats: createChatStore(pool.db),
     writes,
     writeQueueMax: options.writeQueueMax,

@@ -100,6 +100,22 @@ const migrations: Record<string, Migration> = {
       await sql`DROP FUNCTION chat_sessions_bump_version()`.execute(db)
       await db.schema.alterTable('chat_sessions').dropColumn('version').execute()
     }
+  },
+  // The login limits (LOGIN_MAX_FAILURES per username and per address) held in PostgreSQL, so
+  // that N gateways do not allow N times the failures (src/auth/login-throttle.ts). A token
+  // bucket per key; a row whose bucket has refilled is worth nothing and is swept.
+  '0004_login_throttle': {
+    async up (db: Kysely<any>) {
+      await db.schema.createTable('login_throttle')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('tokens', 'double precision', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute()
+      await db.schema.createIndex('login_throttle_updated_at').on('login_throttle').column('updated_at').execute()
+    },
+    async down (db: Kysely<any>) {
+      await db.schema.dropTable('login_throttle').execute()
+    }
   }
 }
 

@@ -35,8 +35,16 @@ export interface ChatMessagesTable {
 export type MessageStatus = 'complete' | 'cancelled' | 'stalled' | 'timed_out' | 'failed' | 'interrupted'
 export const MESSAGE_STATUSES: readonly MessageStatus[] = ['complete', 'cancelled', 'stalled', 'timed_out', 'failed', 'interrupted']
 
+/** One login token bucket per key (`user:<name>`, `ip:<address>`), shared by every gateway. */
+export interface LoginThrottleTable {
+  key: string
+  tokens: number
+  updated_at: Generated<Date>
+}
+
 export interface Database {
   users: UsersTable
   chat_sessions: ChatSessionsTable
   chat_messages: ChatMessagesTable
+  login_throttle: LoginThrottleTable
 }

@@ -7,6 +7,7 @@ import { systemClock, type Clock } from '../../src/clock.js'
 import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway, TEST_AUTH_SECRET, type Gateway, type HttpAnswer } from '../fixtures/gateway.js'
 import { echo, startScriptedWorker, type ScriptedWorker } from '../fixtures/scripted-worker.js'
+import { createTestDatabase } from '../fixtures/database.js'
 import { waitFor } from '../fixtures/wait-for.js'
 
 /**
@@ -429,4 +430,28 @@ t.test('concurrent failed logins cannot get more than LOGIN_MAX_FAILURES passwor
   const statuses = answers.map((a) => a.status)
   t.same([...new Set(statuses)].filter((s) => s !== 401 && s !== 429), [], `only 401 and 429 (${statuses.join(' ')})`)
   t.ok(statuses.filter((s) => s === 401).length <= 3, `at most 3 guesses were checked, got ${statuses.filter((s) => s === 401).length}`)
+})
+
+t.test('login limits hold across gateways: failures spread over three gateways on one database trip the limit at the same count as on one', async (t) => {
+  const db = await createTestDatabase(t)
+  const env = { ...SLOW_MACHINE, LOGIN_MAX_FAILURES: '3', DATABASE_URL: db.url }
+  const [g1, g2, g3] = await Promise.all([1, 2, 3].map(async (n) => await startGateway(t, env, { username: `cluster-fixture-${n}` }))) as [Gateway, Gateway, Gateway]
+  await g1.newUser('spread-user')
+  // One failure per gateway, each from its own address: only the username is shared.
+  for (const [i, gw] of [g1, g2, g3].entries()) {
+    expectError(t, await loginFrom(gw, `127.0.9.${i + 1}`, { username: 'spread-user', password: 'wrong' }), 401, 'invalid_credentials', `failure ${i + 1} on gateway ${i + 1}`)
+  }
+  const blocked = await loginFrom(g1, '127.0.9.4', { username: 'spread-user', password: PASSWORD })
+  expectError(t, blocked, 429, 'rate_limited', 'the 4th attempt, on gateway 1, even with the right password')
+  t.ok(Number(blocked.headers['retry-after']) >= 1)
+  expectError(t, await loginFrom(g2, '127.0.9.5', { username: 'spread-user', password: PASSWORD }), 429, 'rate_limited', 'and on gateway 2')
+
+  // One address, different usernames, spread over the gateways: the address is over the limit.
+  for (const [i, gw] of [g1, g2, g3].entries()) {
+    expectError(t, await loginFrom(gw, '127.0.9.9', { username: `nobody-${i}`, password: 'wrong' }), 401, 'invalid_credentials', `address failure ${i + 1}`)
+  }
+  expectError(t, await loginFrom(g3, '127.0.9.9', { username: 'cluster-fixture-3', password: PASSWORD }), 429, 'rate_limited', 'the address is blocked on every gateway')
+  // A successful login gives its address its token back, everywhere.
+  const ok = await loginFrom(g2, '127.0.9.10', { username: 'cluster-fixture-2', password: PASSWORD })
+  t.equal(ok.status, 200, ok.text)
 })

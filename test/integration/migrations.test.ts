@@ -36,10 +36,11 @@ t.test('migrateToLatest on a fresh database creates the tables, their indexes an
 
   const result = await migrateToLatest(db)
   t.same(result.results?.map((r) => [r.migrationName, r.status]), MIGRATION_NAMES.map((name) => [name, 'Success']), 'every migration ran once')
-  t.same(await tables(db), ['chat_messages', 'chat_sessions', 'kysely_migration', 'kysely_migration_lock', 'users'])
+  t.same(await tables(db), ['chat_messages', 'chat_sessions', 'kysely_migration', 'kysely_migration_lock', 'login_throttle', 'users'])
   t.same(await recorded(db), MIGRATION_NAMES)
 
   const found = await indexes(db)
+  t.match(found.login_throttle_updated_at, /ON public\.login_throttle .*\(updated_at\)/, 'login buckets swept oldest first')
   t.match(found.users_username_lower_key, /CREATE UNIQUE INDEX .* ON public\.users .*\(lower\(username\)\)/, 'usernames unique regardless of case')
   t.match(found.chat_sessions_user_created_idx, /ON public\.chat_sessions .*\(user_id, created_at DESC\)/, 'a user\'s sessions, newest first')
   t.match(found.chat_messages_session_seq_idx, /ON public\.chat_messages .*\(session_id, seq\)/, 'a session\'s messages in order')
@@ -107,7 +108,7 @@ t.test('two concurrent migrateToLatest calls on a fresh database both succeed an
   const ran = [...(ra.results ?? []), ...(rb.results ?? [])].filter((r) => r.status === 'Success').map((r) => r.migrationName)
   t.same(ran, MIGRATION_NAMES, 'between them, each migration ran exactly once')
   t.same(await recorded(a.db), MIGRATION_NAMES)
-  t.same(await tables(a.db), ['chat_messages', 'chat_sessions', 'kysely_migration', 'kysely_migration_lock', 'users'])
+  t.same(await tables(a.db), ['chat_messages', 'chat_sessions', 'kysely_migration', 'kysely_migration_lock', 'login_throttle', 'users'])
 })
 
 t.test('four instances migrating a fresh database at once all succeed and the migration runs once', async (t) => {

@@ -4,6 +4,7 @@
  * against a fixed hash so the answer takes as long as for a wrong password.
  */
 import type { Passwords } from '../../auth/password.js'
+import type { LoginThrottle } from '../../auth/login-throttle.js'
 import type { RateLimiter } from '../../auth/rate-limiter.js'
 import type { Tokens } from '../../auth/tokens.js'
 import type { Accounts } from '../../db/accounts.js'
@@ -19,7 +20,8 @@ export interface AuthRouteDeps extends RouteDeps {
   accounts: () => Accounts
   passwords: Passwords
   tokens: Tokens
-  limiter: RateLimiter
+  /** The login limits, shared by the cluster's gateways (src/auth/login-throttle.ts). */
+  loginThrottle: LoginThrottle
   /** Registrations per client address (REGISTER_PER_ADDRESS_PER_HOUR). */
   registrations: RateLimiter
   log: Logger
@@ -87,18 +89,14 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       const pw = required(checkText('password', body.password, { max: 256 }))
       const userKey = `user:${name.toLowerCase()}`
       const ipKey = `ip:${addressBucket(remoteAddress)}`
-      for (const key of [userKey, ipKey]) {
-        const verdict = deps.limiter.check(key)
-        if (!verdict.allowed) {
-          deps.log.warn({ request_id: ex.requestId, key: key.startsWith('ip:') ? 'address' : 'username' }, 'login rate-limited')
-          throw new TetherError('rate_limited', undefined, verdict.retryAfterS)
-        }
+      // Counted as a failure before the (slow) check, so that concurrent attempts cannot all pass
+      // the limit while the first ones are still being verified; a successful login clears the
+      // username's count and gives the address its token back. The count is the cluster's.
+      const verdict = await deps.loginThrottle.take([userKey, ipKey])
+      if (!verdict.allowed) {
+        deps.log.warn({ request_id: ex.requestId }, 'login rate-limited')
+        throw new TetherError('rate_limited', undefined, verdict.retryAfterS)
       }
-      // Count the attempt as a failure before the (slow) check, so that concurrent attempts
-      // cannot all pass the limiter while the first ones are still being verified; a
-      // successful login clears the username's count and gives the address its token back.
-      deps.limiter.fail(userKey)
-      deps.limiter.fail(ipKey)
       let user: Awaited<ReturnType<Accounts['findByUsername']>>
       let ok: boolean
       try {
@@ -107,16 +105,15 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       } catch (err) {
         // Not a wrong password: the server could not check it (503 overloaded, db_unavailable).
         // A user turned away by a registration flood must not be locked out on top.
-        deps.limiter.refund(userKey)
-        deps.limiter.refund(ipKey)
+        deps.loginThrottle.refund([userKey, ipKey])
         throw err
       }
       if (user === undefined || !ok) {
         deps.log.info({ request_id: ex.requestId }, 'login failed')
         throw new TetherError('invalid_credentials')
       }
-      deps.limiter.reset(userKey)
-      deps.limiter.refund(ipKey)
+      deps.loginThrottle.reset(userKey)
+      deps.loginThrottle.refund([ipKey])
       const upgrade = deps.passwords.outdated(user.password_hash) ? deps.passwords.upgrade(pw) : null
       if (upgrade !== null) {
         // In the background: the login is answered now; a failure, or another upgrade running

@@ -1,0 +1,72 @@
+/**
+ * The login limits (contract: LOGIN_MAX_FAILURES failed logins per username and per client
+ * address within 60 s -> 429 rate_limited) held for the whole cluster: the buckets live in
+ * PostgreSQL (src/db/login-throttle-store.ts), so failures spread over N gateways trip the
+ * limit at the same count as on one. Each gateway's in-memory limiter stands in front: it turns
+ * a flood away without a database round trip, and it is the limit while the database is down
+ * (a login needs the database anyway, so that is a short and rare window).
+ */
+import type { Logger } from '../log.js'
+import type { LoginThrottleStore } from '../db/login-throttle-store.js'
+import type { RateDecision, RateLimiter } from './rate-limiter.js'
+
+export interface LoginThrottle {
+  /** Counts an attempt for every key up front; refused (and nothing counted) when any key has no token left. */
+  take: (keys: readonly string[]) => Promise<RateDecision>
+  /** Gives back what take() counted (the login succeeded, or could not be checked). */
+  refund: (keys: readonly string[]) => void
+  /** Forgets a key (a username after a successful login). */
+  reset: (key: string) => void
+}
+
+export interface LoginThrottleOptions {
+  local: RateLimiter
+  /** The shared buckets, or null while the database cannot be used. */
+  store: () => LoginThrottleStore | null
+  capacity: number
+  windowMs: number
+  log: Logger
+}
+
+export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
+  const perSecond = o.capacity / (o.windowMs / 1000)
+  const background = (what: string, p: Promise<unknown>): void => {
+    p.catch((err: unknown) => { o.log.debug({ err: err instanceof Error ? err.message : String(err) }, `login throttle: ${what} not stored`) })
+  }
+  return {
+    async take (keys) {
+      for (const key of keys) {
+        const verdict = o.local.check(key)
+        if (!verdict.allowed) return verdict
+      }
+      for (const key of keys) o.local.fail(key)
+      const store = o.store()
+      if (store === null) return { allowed: true }
+      let before: Map<string, number>
+      try {
+        before = await store.take(keys, o.capacity, perSecond)
+      } catch (err) {
+        // The login will find the database down too; this gateway's own count still holds.
+        o.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'login throttle: shared count unavailable; local only')
+        return { allowed: true }
+      }
+      let short = 0
+      for (const key of keys) short = Math.max(short, 1 - (before.get(key) ?? o.capacity))
+      if (short <= 0) return { allowed: true }
+      // Refused: nothing is counted for this attempt, here or there.
+      for (const key of keys) o.local.refund(key)
+      background('refund', store.refund(keys, o.capacity))
+      return { allowed: false, retryAfterS: Math.max(1, Math.ceil(short / perSecond)) }
+    },
+    refund (keys) {
+      for (const key of keys) o.local.refund(key)
+      const store = o.store()
+      if (store !== null) background('refund', store.refund(keys, o.capacity))
+    },
+    reset (key) {
+      o.local.reset(key)
+      const store = o.store()
+      if (store !== null) background('reset', store.reset(key))
+    }
+  }
+}
