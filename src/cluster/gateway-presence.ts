@@ -12,6 +12,7 @@
 import type { Clock } from '../clock.js'
 import { isValidId } from '../ids.js'
 import type { Logger } from '../log.js'
+import { createHeartbeat } from '../mqtt/heartbeat.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
 import { parsePeerJson } from '../peer-json.js'
 
@@ -72,7 +73,6 @@ export function gatewayTopic (prefix: string, instanceId: string): string {
   return `${prefix}/gateways/${instanceId}`
 }
 
-/** The last will: retained, so that it also replaces this gateway's retained heartbeat. */
 /** The last will: empty and retained, so it clears the retained heartbeat (and means "gone"). */
 export function gatewayWill (prefix: string, instanceId: string): { topic: string, payload: string, qos: 1, retain: true } {
   return { topic: gatewayTopic(prefix, instanceId), payload: '', qos: 1, retain: true }
@@ -84,22 +84,9 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
   const topic = gatewayTopic(options.prefix, options.instanceId)
   const under = `${options.prefix}/gateways/`
   const seen = new Map<string, { since: number, at: number, heartbeatMs: number }>()
-  let timer: unknown = null
   let running = false
-
   const beat = encodeGatewayBeat({ v: 1, instance_id: options.instanceId, status: 'online', since, heartbeat_ms: options.heartbeatMs })
-  function send (): void { link.publish(topic, beat, 1, undefined, true) }
-  function tick (): void {
-    timer = null
-    if (!running) return
-    send()
-    timer = clock.setTimeout(tick, options.heartbeatMs)
-  }
-  const onUp = (): void => {
-    if (!running) return
-    if (timer !== null) clock.clearTimeout(timer)
-    tick()
-  }
+  const heartbeat = createHeartbeat({ link, intervalMs: options.heartbeatMs, clock, send: () => { link.publish(topic, beat, 1, undefined, true) } })
   function onBeat (payload: Buffer, t: string): void {
     const id = t.slice(under.length)
     if (payload.length === 0) { seen.delete(id); return }
@@ -115,14 +102,12 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
       if (running) return
       running = true
       link.subscribe(`${under}+`, 1, onBeat, { deliverUnder: under })
-      link.events.on('up', onUp)
-      if (link.state === 'connected') tick()
+      heartbeat.start()
     },
     stop () {
       if (!running) return
       running = false
-      link.events.off('up', onUp)
-      if (timer !== null) clock.clearTimeout(timer)
+      heartbeat.stop()
       link.publish(topic, '', 1, undefined, true)
       link.unsubscribe(`${under}+`)
     },

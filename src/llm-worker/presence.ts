@@ -5,6 +5,7 @@
  * last will (`offline`, set at connect: src/llm-worker/main.ts) if the process dies instead.
  */
 import type { Clock } from '../clock.js'
+import { createHeartbeat } from '../mqtt/heartbeat.js'
 import { encodeHeartbeat, type HeartbeatEnvelope } from '../mqtt/protocol.js'
 import type { WorkerLink } from './reply-publisher.js'
 
@@ -37,33 +38,18 @@ function beat (workerId: string, status: HeartbeatEnvelope['status'], capacity: 
 }
 
 export function createPresence (options: PresenceOptions): Presence {
-  const { link, clock } = options
+  const { link } = options
   let status: 'online' | 'draining' = 'online'
-  let timer: unknown = null
   let running = false
-
   function send (): void {
     link.publish(options.topic, encodeHeartbeat(beat(options.workerId, status, options.capacity, options.inFlight(), options.heartbeatMs)), 1)
   }
-  function tick (): void {
-    timer = null
-    if (!running) return
-    send()
-    timer = clock.setTimeout(tick, options.heartbeatMs)
-  }
-  // A gateway learns of the worker the moment the link is back, not an interval later.
-  const onUp = (): void => {
-    if (!running) return
-    if (timer !== null) clock.clearTimeout(timer)
-    tick()
-  }
+  const heartbeat = createHeartbeat({ link, intervalMs: options.heartbeatMs, clock: options.clock, send })
 
   return {
     start () {
-      if (running) return
       running = true
-      link.events.on('up', onUp)
-      if (link.state === 'connected') tick()
+      heartbeat.start()
     },
     drain () {
       status = 'draining'
@@ -72,9 +58,7 @@ export function createPresence (options: PresenceOptions): Presence {
     stop () {
       if (!running) return
       running = false
-      link.events.off('up', onUp)
-      if (timer !== null) clock.clearTimeout(timer)
-      timer = null
+      heartbeat.stop()
       link.publish(options.topic, lastWill(options.workerId), 1)
     }
   }
