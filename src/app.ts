@@ -33,6 +33,7 @@ import { createMetrics, type Metrics } from './metrics.js'
 import { startDemoResponder } from './mqtt/demo-responder.js'
 import type { MqttLink } from './mqtt/mqtt-link.js'
 import { claimInstanceId } from './cluster/instance-claim.js'
+import { splitMqttUrls } from './settings/parsers.js'
 import { createTopics } from './mqtt/topics.js'
 import { redactUrl } from './redact.js'
 import type { SocketRegistry } from './ws/socket-registry.js'
@@ -166,7 +167,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     // Before the link takes INSTANCE_ID as its client id, which would knock a live gateway with
     // the same id off the broker.
     if (config.instanceIdSet && config.mqttUrl !== undefined) {
-      await claimInstanceId({ url, prefix: config.mqttTopicPrefix, instanceId: config.instanceId, keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, log })
+      await claimInstanceId({ url, prefix: config.mqttTopicPrefix, instanceId: config.instanceId, heartbeatMs: config.clusterHeartbeatMs, keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, log })
     }
     link.start()
     stack.push('mqtt link', link.stop)
@@ -178,7 +179,7 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     streams.start()
     stack.push('stream store', streams.stop)
     if (config.demoResponder) {
-      const demo = startDemoResponder({ keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, url: broker?.workerUrl ?? url, topics, clientId: `${config.instanceId}-demo`, clock, log })
+      const demo = startDemoResponder({ keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, url: broker?.workerUrl ?? (splitMqttUrls(url)[0] as string), topics, clientId: `${config.instanceId}-demo`, clock, log })
       stack.push('demo responder', demo.stop)
     }
     const port = await http.listen(config.host, config.port)

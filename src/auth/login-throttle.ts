@@ -53,15 +53,15 @@ export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
       let short = 0
       for (const key of keys) short = Math.max(short, 1 - (before.get(key) ?? o.capacity))
       if (short <= 0) return { allowed: true }
-      // Refused: nothing is counted for this attempt, here or there.
-      for (const key of keys) o.local.refund(key)
-      background('refund', store.refund(keys, o.capacity))
+      // Refused: the shared count gets its tokens back; this gateway's own count keeps them, so
+      // that a flood past the cluster's limit is turned away here without asking the database.
+      for (const key of keys) background('refund', store.refund(key, o.capacity))
       return { allowed: false, retryAfterS: Math.max(1, Math.ceil(short / perSecond)) }
     },
     refund (keys) {
       for (const key of keys) o.local.refund(key)
       const store = o.store()
-      if (store !== null) background('refund', store.refund(keys, o.capacity))
+      if (store !== null) for (const key of keys) background('refund', store.refund(key, o.capacity))
     },
     reset (key) {
       o.local.reset(key)

@@ -93,7 +93,12 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
     const b = parseGatewayBeat(payload, id)
     if (b === null) { options.onDropped?.(); return }
     if (b.status === 'offline') { seen.delete(id); return }
-    if (!seen.has(id) && seen.size >= MAX_INSTANCES) { options.onDropped?.(); return }
+    if (!seen.has(id) && seen.size >= MAX_INSTANCES) {
+      // Make room from the gateways long gone before refusing a new one.
+      const now = clock.now()
+      for (const [other, s] of seen) if (now - s.at > LIVE_INTERVALS * Math.max(s.heartbeatMs, 1)) seen.delete(other)
+      if (seen.size >= MAX_INSTANCES) { options.onDropped?.(); return }
+    }
     seen.set(id, { since: b.since, at: clock.now(), heartbeatMs: b.heartbeat_ms })
   }
 

@@ -1,62 +1,71 @@
 /**
  * Before a gateway connects with its INSTANCE_ID as MQTT client id (which would knock a live
  * gateway with the same id off the broker: MQTT's session takeover), it looks at
- * `<prefix>/gateways/<INSTANCE_ID>` under another client id. A retained `online` heartbeat is
- * only a claim: the id is taken if a fresh heartbeat follows within 2 of its intervals. Then the
- * start fails with a ConfigError (exit 78, one line naming INSTANCE_ID) and the live gateway
- * never notices. A broker that cannot be reached does not stop the start: the link's own
- * retries deal with it, and the check is logged as skipped.
+ * `<prefix>/gateways/<INSTANCE_ID>` under another client id. The id is taken when a heartbeat
+ * arrives live (not the retained copy) within 2 heartbeat intervals: then the start fails with
+ * a ConfigError (exit 78, one line naming INSTANCE_ID) and the live gateway never notices. The
+ * wait is 2 intervals whether or not a retained copy arrived (a broker may keep none, or a will
+ * from an old connection may have cleared it). Each node of MQTT_URL is tried until one
+ * answers; if none does, the start goes on (the link's own retries deal with the broker) and
+ * the check is logged as skipped.
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from '../log.js'
 import { openClient } from '../mqtt/open-client.js'
 import { ConfigError } from '../settings/kernel.js'
+import { splitMqttUrls } from '../settings/parsers.js'
 import { gatewayTopic, parseGatewayBeat } from './gateway-presence.js'
 
 export interface ClaimOptions {
   url: string
   prefix: string
   instanceId: string
+  /** CLUSTER_HEARTBEAT_MS: how often a live holder beats. */
+  heartbeatMs: number
   keepaliveS: number
   connectTimeoutMs: number
-  /** How long to wait for the retained heartbeat after the subscription is granted. */
-  retainedWaitMs?: number
   log: Logger
 }
 
-export async function claimInstanceId (o: ClaimOptions): Promise<void> {
+type Verdict = 'free' | 'taken' | 'unknown'
+
+function ask (o: ClaimOptions, url: string): Promise<Verdict> {
   const topic = gatewayTopic(o.prefix, o.instanceId)
-  const url = o.url.split(',')[0] as string
   const client = openClient({ url, clientId: `${o.instanceId}-claim-${randomBytes(3).toString('hex')}`, keepaliveS: o.keepaliveS, connectTimeoutMs: o.connectTimeoutMs })
   client.on('error', () => {})
-  try {
-    const verdict = await new Promise<'free' | 'taken' | 'unknown'>((resolve) => {
-      let wait: NodeJS.Timeout | null = null
-      const giveUp = setTimeout(() => { resolve('unknown') }, o.connectTimeoutMs + 1000)
-      const done = (v: 'free' | 'taken' | 'unknown'): void => { clearTimeout(giveUp); if (wait !== null) clearTimeout(wait); resolve(v) }
-      client.on('close', () => { done('unknown') })
-      client.on('message', (_t, payload, packet) => {
-        // Empty: a will or a goodbye cleared it.
-        const beat = payload.length === 0 ? null : parseGatewayBeat(payload, o.instanceId)
-        if (beat === null || beat.status === 'offline') { done('free'); return }
-        // A live publish (not the retained copy) means a gateway is beating now.
-        if (!packet.retain) { done('taken'); return }
-        if (wait !== null) clearTimeout(wait)
-        wait = setTimeout(() => { done('free') }, 2 * Math.max(beat.heartbeat_ms, 100))
-      })
-      client.on('connect', () => {
-        client.subscribe(topic, { qos: 1 }, (err) => {
-          if (err !== null && err !== undefined) { done('unknown'); return }
-          // No retained heartbeat by then: nobody has ever used this id (or its will cleared it).
-          wait = setTimeout(() => { done('free') }, o.retainedWaitMs ?? 500)
-        })
+  return new Promise<Verdict>((resolve) => {
+    const timers: NodeJS.Timeout[] = []
+    let settled = false
+    const done = (v: Verdict): void => {
+      if (settled) return
+      settled = true
+      for (const timer of timers) clearTimeout(timer)
+      client.end(true)
+      resolve(v)
+    }
+    timers.push(setTimeout(() => { done('unknown') }, o.connectTimeoutMs + 1000))
+    client.on('close', () => { done('unknown') })
+    client.on('message', (_t, payload, packet) => {
+      // Empty: a will or a goodbye cleared it. A retained copy is only a claim; a live one is proof.
+      if (payload.length > 0 && !packet.retain && parseGatewayBeat(payload, o.instanceId)?.status === 'online') done('taken')
+    })
+    client.on('connect', () => {
+      for (const timer of timers.splice(0)) clearTimeout(timer)
+      client.subscribe(topic, { qos: 1 }, (err) => {
+        if (err !== null && err !== undefined) { done('unknown'); return }
+        timers.push(setTimeout(() => { done('free') }, 2 * o.heartbeatMs + 200))
       })
     })
+  })
+}
+
+export async function claimInstanceId (o: ClaimOptions): Promise<void> {
+  for (const url of splitMqttUrls(o.url)) {
+    const verdict = await ask(o, url)
     if (verdict === 'taken') {
-      throw new ConfigError('INSTANCE_ID', `"${o.instanceId}" is already used by a live gateway (heartbeats on ${topic}); give each gateway its own, or leave it unset for a random one`, 'tether-b2')
+      throw new ConfigError('INSTANCE_ID', `"${o.instanceId}" is already used by a live gateway (heartbeats on ${gatewayTopic(o.prefix, o.instanceId)}); give each gateway its own, or leave it unset for a random one`, 'tether-b2')
     }
-    if (verdict === 'unknown') o.log.warn({ instance_id: o.instanceId }, 'could not check that INSTANCE_ID is free: the broker did not answer; starting anyway')
-  } finally {
-    client.end(true)
+    if (verdict === 'free') return
   }
+  o.log.warn({ instance_id: o.instanceId }, 'could not check that INSTANCE_ID is free: no broker node answered; starting anyway')
 }

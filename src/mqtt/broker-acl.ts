@@ -23,9 +23,9 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
     { access: 'write', topic: 'chat/request/+' },
     { access: 'write', topic: 'chat/cancel/+' },
     { access: 'read', topic: 'workers/+' },
-    // v1.1: the gateways of a cluster announce themselves (retained) and read each other.
-    { access: 'read', topic: 'gateways/+' },
-    { access: 'write', topic: 'gateways/%c' },
+    // v1.1: the gateways of a cluster announce themselves (retained) and read each other. A
+    // per-user rule (Mosquitto applies %c patterns to every account, workers included).
+    { access: 'readwrite', topic: 'gateways/+' },
     { access: 'read', topic: 'chat/reply/%c' },
     { access: 'read', topic: 'hints/+' },
     { access: 'write', topic: 'state/+' },

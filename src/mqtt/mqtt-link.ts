@@ -12,6 +12,7 @@ import { carriesChats, linkStateName, mqttLinkMachine, type LinkStateName } from
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { MqttProtocol } from '../settings/mqtt-link-settings.js'
+import { splitMqttUrls } from '../settings/parsers.js'
 import { openClient } from './open-client.js'
 
 export type QoS = 0 | 1
@@ -152,12 +153,14 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   // last one failed or was lost (a refused connect, a probe that timed out, a frozen node), so
   // each attempt after the first goes to the next node in turn: a dead node is not retried
   // while others are there.
-  const urls = options.url.split(',')
+  const urls = splitMqttUrls(options.url)
   let urlIndex = 0
   let attemptsOpened = 0
   const hostOf = (url: string): string => { const u = new URL(url); return `${u.hostname}:${u.port === '' ? '1883' : u.port}` }
   // Publishes waiting for a PUBACK that may say "no matching subscribers", by packet id.
   const unrouted = new Map<number, () => void>()
+  // The current attempt's "lost" hook (MQTT_PROTOCOL=auto's version choice).
+  let lostCurrent: (err: Error | null) => void = () => {}
 
   function send (event: Parameters<Actor<typeof mqttLinkMachine>['send']>[0]): void {
     actor?.send(event)
@@ -201,7 +204,12 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         if (packet.reasonCode === 16) onUnrouted()
       })
     }
+    // Once per attempt: from the client's error or close, or from drop() when the machine
+    // gives up on it (a connect timeout: the close that follows is no longer heard).
+    let reported = false
     const lost = (err: (Error & { code?: unknown }) | null): void => {
+      if (reported) return
+      reported = true
       if (protocol !== 'auto' || refusedFive) return
       if (acknowledged) {
         // A connection made at 3.1.1 by guesswork: the next one tries 5 again.
@@ -214,10 +222,11 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
         version = 4
         return
       }
-      // A broker that is not there says nothing about its protocol.
-      if (attemptVersion === 5 && err !== null && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH/.test(err.message)) return
+      // A broker that is not there says nothing about its protocol, at either version.
+      if (err !== null && /ECONNREFUSED|ENOTFOUND/.test(err.message)) return
       version = attemptVersion === 5 ? 4 : 5
     }
+    lostCurrent = lost
     c.on('message', (topic, payload) => {
       if (!current()) return
       lastInboundAt = clock.now()
@@ -256,6 +265,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   }
 
   function drop (): void {
+    lostCurrent(null)
     generation++
     const c = client
     client = null

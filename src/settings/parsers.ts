@@ -56,8 +56,13 @@ export function topicPrefix (raw: string): string | Problem {
  * next when one fails). Each is checked; the value may hold passwords, so a problem never
  * quotes it (it is printed and logged).
  */
+/** MQTT_URL's nodes. Split only where a new URL begins: a comma may also sit in a password. */
+export function splitMqttUrls (value: string): string[] {
+  return value.split(/,(?=\s*(?:mqtt|tcp):\/\/)/).map((p) => p.trim())
+}
+
 export function mqttUrl (raw: string): string | Problem {
-  const parts = raw.split(',').map((p) => p.trim())
+  const parts = splitMqttUrls(raw)
   for (const [i, part] of parts.entries()) {
     const which = parts.length > 1 ? `entry ${i + 1} ` : ''
     let u: URL

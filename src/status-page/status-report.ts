@@ -58,9 +58,9 @@ export interface StatusReport {
   pending_requests: number
   /** Resumable streams kept and their replay buffers against STREAM_BUFFER_MAX_BYTES. */
   streams: { count: number, buffer_bytes: number, buffer_max_bytes: number }
-  /** Announced LLM workers: how they are used (WORKER_PRESENCE), counts by state, capacity, and this gateway's chats on them. */
   /** Live gateways on this broker, this one included (/api/health/cluster). */
   gateways: number
+  /** Announced LLM workers: how they are used (WORKER_PRESENCE), counts by state, capacity, and this gateway's chats on them. */
   workers: { mode: string, announced: boolean, online: number, suspect: number, offline: number, capacity: number, in_flight: number }
   websockets: { hints: number, chat: number, hint_sessions: number }
   event_loop: { lag_p99_ms: number, lag_degraded_ms: number }

@@ -21,7 +21,7 @@ function memoryStore (now: () => number): LoginThrottleStore & { calls: string[]
       }
       return before
     },
-    async refund (keys, capacity) { calls.push('refund'); for (const key of keys) { const r = rows.get(key); if (r !== undefined) r.tokens = Math.min(capacity, r.tokens + 1) } },
+    async refund (key, capacity) { calls.push('refund'); const r = rows.get(key); if (r !== undefined) r.tokens = Math.min(capacity, r.tokens + 1) },
     async reset (key) { calls.push('reset'); rows.delete(key) }
   }
 }
@@ -39,7 +39,7 @@ t.test('the shared count decides: three gateways\' failures on one store block t
   t.same(await gateways[1]!.take(['user:a', 'ip:3']), { allowed: true }, 'refilled')
 })
 
-t.test('a refused attempt counts nothing, here or in the store', async (t) => {
+t.test('a refused attempt counts nothing in the store; this gateway keeps counting it, so a flood stops here', async (t) => {
   const clock = { now: () => 0 }
   const store = memoryStore(clock.now)
   const g = createLoginThrottle({ local: createRateLimiter({ capacity: 1, clock }), store: () => store, capacity: 1, windowMs: 60_000, log: silentLogger() })
@@ -47,7 +47,11 @@ t.test('a refused attempt counts nothing, here or in the store', async (t) => {
   const other = createLoginThrottle({ local: createRateLimiter({ capacity: 1, clock }), store: () => store, capacity: 1, windowMs: 60_000, log: silentLogger() })
   t.equal((await other.take(['user:a', 'ip:9'])).allowed, false, 'refused by the shared count of user:a')
   await new Promise((resolve) => setImmediate(resolve))
-  t.same((await other.take(['user:b', 'ip:9'])), { allowed: true }, 'ip:9 was refunded: it still has its token')
+  const third = createLoginThrottle({ local: createRateLimiter({ capacity: 1, clock }), store: () => store, capacity: 1, windowMs: 60_000, log: silentLogger() })
+  t.same((await third.take(['user:b', 'ip:9'])), { allowed: true }, 'ip:9 got its shared token back')
+  const before = store.calls.length
+  t.equal((await other.take(['user:c', 'ip:9'])).allowed, false, 'the refusing gateway blocks ip:9 on its own now')
+  t.equal(store.calls.length, before, 'without asking the store')
 })
 
 t.test('with the store unavailable or failing, the gateway\'s own count still limits', async (t) => {
