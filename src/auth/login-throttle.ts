@@ -8,11 +8,14 @@
  */
 import type { Logger } from '../log.js'
 import type { LoginThrottleStore } from '../db/login-throttle-store.js'
-import type { RateDecision, RateLimiter } from './rate-limiter.js'
+import type { RateLimiter } from './rate-limiter.js'
+
+/** A refusal names the key that ran out (for the log: a username or an address). */
+export type ThrottleDecision = { allowed: true } | { allowed: false, retryAfterS: number, key: string }
 
 export interface LoginThrottle {
   /** Counts an attempt for every key up front; refused (and nothing counted) when any key has no token left. */
-  take: (keys: readonly string[]) => Promise<RateDecision>
+  take: (keys: readonly string[]) => Promise<ThrottleDecision>
   /** Gives back what take() counted (the login succeeded, or could not be checked). */
   refund: (keys: readonly string[]) => void
   /** Forgets a key (a username after a successful login). */
@@ -37,7 +40,7 @@ export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
     async take (keys) {
       for (const key of keys) {
         const verdict = o.local.check(key)
-        if (!verdict.allowed) return verdict
+        if (!verdict.allowed) return { ...verdict, key }
       }
       for (const key of keys) o.local.fail(key)
       const store = o.store()
@@ -51,12 +54,16 @@ export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
         return { allowed: true }
       }
       let short = 0
-      for (const key of keys) short = Math.max(short, 1 - (before.get(key) ?? o.capacity))
+      let shortKey = keys[0] as string
+      for (const key of keys) {
+        const missing = 1 - (before.get(key) ?? o.capacity)
+        if (missing > short) { short = missing; shortKey = key }
+      }
       if (short <= 0) return { allowed: true }
       // Refused: the shared count gets its tokens back; this gateway's own count keeps them, so
       // that a flood past the cluster's limit is turned away here without asking the database.
       for (const key of keys) background('refund', store.refund(key, o.capacity))
-      return { allowed: false, retryAfterS: Math.max(1, Math.ceil(short / perSecond)) }
+      return { allowed: false, retryAfterS: Math.max(1, Math.ceil(short / perSecond)), key: shortKey }
     },
     refund (keys) {
       for (const key of keys) o.local.refund(key)

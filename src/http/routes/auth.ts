@@ -94,7 +94,7 @@ export function loginHandler (deps: AuthRouteDeps): Handler {
       // username's count and gives the address its token back. The count is the cluster's.
       const verdict = await deps.loginThrottle.take([userKey, ipKey])
       if (!verdict.allowed) {
-        deps.log.warn({ request_id: ex.requestId }, 'login rate-limited')
+        deps.log.warn({ request_id: ex.requestId, key: verdict.key.startsWith('ip:') ? 'address' : 'username' }, 'login rate-limited')
         throw new TetherError('rate_limited', undefined, verdict.retryAfterS)
       }
       let user: Awaited<ReturnType<Accounts['findByUsername']>>

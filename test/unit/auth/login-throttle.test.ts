@@ -34,7 +34,7 @@ t.test('the shared count decides: three gateways\' failures on one store block t
   for (const g of gateways) t.same(await g.take(['user:a', 'ip:1']), { allowed: true })
   const fourth = await gateways[0]!.take(['user:a', 'ip:2'])
   t.equal(fourth.allowed, false)
-  t.same(fourth, { allowed: false, retryAfterS: 20 }, 'one token back at 3 per 60 s: 20 s')
+  t.same(fourth, { allowed: false, retryAfterS: 20, key: 'user:a' }, 'one token back at 3 per 60 s: 20 s; the username ran out')
   now += 20_000
   t.same(await gateways[1]!.take(['user:a', 'ip:3']), { allowed: true }, 'refilled')
 })
