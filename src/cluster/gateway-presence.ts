@@ -87,9 +87,12 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
   let running = false
   const beat = encodeGatewayBeat({ v: 1, instance_id: options.instanceId, status: 'online', since, heartbeat_ms: options.heartbeatMs })
   const heartbeat = createHeartbeat({ link, intervalMs: options.heartbeatMs, clock, send: () => { link.publish(topic, beat, 1, undefined, true) } })
-  function onBeat (payload: Buffer, t: string): void {
+  function onBeat (payload: Buffer, t: string, retained = false): void {
     const id = t.slice(under.length)
     if (payload.length === 0) { seen.delete(id); return }
+    // A retained copy (sent on every subscribe) says a gateway once beat, not that it is alive:
+    // a gateway is listed from its first live heartbeat, an interval later at most.
+    if (retained) return
     const b = parseGatewayBeat(payload, id)
     if (b === null) { options.onDropped?.(); return }
     if (b.status === 'offline') { seen.delete(id); return }

@@ -70,7 +70,7 @@ export interface MqttLink {
    * their exact topic, which is `topic` itself unless `options.deliverAs` names another: a
    * shared subscription `$share/<group>/x` delivers messages as `x` (MQTT 5 4.8.2).
    */
-  subscribe: (topic: string, qos: QoS, handler: (payload: Buffer, topic: string) => void, options?: SubscribeOptions) => void
+  subscribe: (topic: string, qos: QoS, handler: (payload: Buffer, topic: string, retained?: boolean) => void, options?: SubscribeOptions) => void
   unsubscribe: (topic: string) => void
   /** A request went out on a link with nothing in flight: bring the staleness check forward. */
   wake: () => void
@@ -125,11 +125,11 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   const keepaliveMs = options.keepaliveS * 1000
   const events = new EventEmitter<LinkEvents>()
   // Keyed by the subscribed filter (what is restored and unsubscribed)...
-  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string) => void, deliverAs: string, under: string | undefined }>()
+  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string, retained?: boolean) => void, deliverAs: string, under: string | undefined }>()
   // ...and by the topic messages arrive with (what incoming messages are matched against).
-  const routes = new Map<string, (payload: Buffer, topic: string) => void>()
+  const routes = new Map<string, (payload: Buffer, topic: string, retained?: boolean) => void>()
   // ...and the few wildcard ones, by the topic prefix their messages share.
-  const prefixRoutes = new Map<string, (payload: Buffer, topic: string) => void>()
+  const prefixRoutes = new Map<string, (payload: Buffer, topic: string, retained?: boolean) => void>()
   const transitions: LinkTransition[] = []
 
   let client: MqttClient | null = null
@@ -227,7 +227,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       version = attemptVersion === 5 ? 4 : 5
     }
     lostCurrent = lost
-    c.on('message', (topic, payload) => {
+    c.on('message', (topic, payload, packet) => {
       if (!current()) return
       lastInboundAt = clock.now()
       if (topic === options.probeTopic) {
@@ -239,7 +239,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       // A handler reads a peer's bytes; whatever they are, a throw must not reach mqtt.js's
       // emitter, where it would end the process (main.ts's uncaughtException handler).
       try {
-        handler(payload, topic)
+        handler(payload, topic, packet.retain)
       } catch (err) {
         log.error({ topic, bytes: payload.length, err: err instanceof Error ? err.stack : String(err) }, 'mqtt message handler threw; message dropped')
         options.onHandlerError?.()
@@ -257,7 +257,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     })
   }
 
-  function underRoute (topic: string): ((payload: Buffer, topic: string) => void) | undefined {
+  function underRoute (topic: string): ((payload: Buffer, topic: string, retained?: boolean) => void) | undefined {
     if (prefixRoutes.size === 0) return undefined
     const cut = topic.lastIndexOf('/') + 1
     // One level only (`+`): `<prefix>/workers/a/b` is no worker's topic.

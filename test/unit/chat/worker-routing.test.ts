@@ -21,11 +21,11 @@ function setup (mode: PresenceMode = 'auto', acceptTimeoutMs = 1000): {
   const published: Array<{ topic: string, payload: string }> = []
   const failed: Array<[string, RoutingFailure]> = []
   const cancels: Array<[string, string]> = []
-  let presence: ((payload: Buffer, topic: string) => void) | null = null
+  let presence: ((payload: Buffer, topic: string, retained?: boolean) => void) | null = null
   const linkUp = { value: true }
   const link = {
     publish: (topic: string, payload: string | Buffer) => { if (!linkUp.value) return false; published.push({ topic, payload: String(payload) }); return true },
-    subscribe: (_f: string, _q: 0 | 1, handler: (payload: Buffer, topic: string) => void) => { presence = handler },
+    subscribe: (_f: string, _q: 0 | 1, handler: (payload: Buffer, topic: string, retained?: boolean) => void) => { presence = handler },
     unsubscribe: () => { presence = null }
   }
   let routing: ReturnType<typeof createWorkerRouting> | null = null
@@ -37,7 +37,7 @@ function setup (mode: PresenceMode = 'auto', acceptTimeoutMs = 1000): {
     cancelAt: (w, id) => { cancels.push([w, id]) }
   })
   const beat = (id: string, fields: Record<string, unknown> = {}): void => {
-    presence?.(Buffer.from(JSON.stringify({ v: 1, worker_id: id, status: 'online', capacity: 2, in_flight: 0, heartbeat_ms: 1000, ...fields })), `llm/workers/${id}`)
+    presence?.(Buffer.from(JSON.stringify({ v: 1, worker_id: id, status: 'online', capacity: 2, in_flight: 0, heartbeat_ms: 1000, ...fields })), `llm/workers/${id}`, false)
   }
   return { clock, published, failed, cancels, beat, routing, fleet, linkUp }
 }
