@@ -17,6 +17,8 @@ export const CHAT_PATH = '/api/chatbot/messages'
 export interface HttpLoadOptions {
   readonly host: string
   readonly port: number
+  /** Several gateways: connection i goes to ports[i % n], as a load balancer's round robin would (`port` is then unused). */
+  readonly ports?: readonly number[]
   readonly concurrency: number
   readonly warmupS: number
   readonly measureS: number
@@ -42,7 +44,8 @@ export function syntheticSessionIds (n: number): string[] {
 }
 
 export async function runHttpLoad (o: HttpLoadOptions): Promise<LoadResult> {
-  const requests = chatRequests(o.host, o.port, o.sessionIds, o.token)
+  const ports = o.ports !== undefined && o.ports.length > 0 ? o.ports : [o.port]
+  const requestsByPort = ports.map((p) => chatRequests(o.host, p, o.sessionIds, o.token))
   const latencies = new LatencyRecorder()
   const statuses = new Tally()
   const errors = new Tally()
@@ -54,7 +57,7 @@ export async function runHttpLoad (o: HttpLoadOptions): Promise<LoadResult> {
   const measEnd = warmEnd + o.measureS * 1000
   let onDrained: (() => void) | undefined
 
-  const loop = (conn: HttpConnection): void => {
+  const loop = (conn: HttpConnection, requests: Buffer[]): void => {
     const req = requests[seq++ % requests.length] as Buffer
     const started = performance.now()
     outstanding++
@@ -71,8 +74,8 @@ export async function runHttpLoad (o: HttpLoadOptions): Promise<LoadResult> {
       }
       if (now < measEnd && !conn.closed && seq < o.maxRequests) {
         // After a transport error wait a little so a dead server is not hammered in a hot loop.
-        if (err !== undefined) setTimeout(() => { if (performance.now() < measEnd) loop(conn) }, 50)
-        else loop(conn)
+        if (err !== undefined) setTimeout(() => { if (performance.now() < measEnd) loop(conn, requests) }, 50)
+        else loop(conn, requests)
       } else if (outstanding === 0) {
         onDrained?.()
       }
@@ -80,9 +83,10 @@ export async function runHttpLoad (o: HttpLoadOptions): Promise<LoadResult> {
   }
 
   for (let i = 0; i < o.concurrency; i++) {
-    const c = new HttpConnection(o.host, o.port)
+    const k = i % ports.length
+    const c = new HttpConnection(o.host, ports[k] as number)
     conns.push(c)
-    loop(c)
+    loop(c, requestsByPort[k] as Buffer[])
   }
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, measEnd - performance.now())))
   if (outstanding > 0) {
