@@ -106,8 +106,6 @@ export interface Dispatcher {
   refuseNew: () => void
   /** A worker went offline (the fleet's onOffline): its chats move or end. */
   workerOffline: (workerId: string) => void
-  /** Requests on announced workers not yet settled (the routing's table). */
-  readonly routed: number
 }
 
 /**
@@ -274,7 +272,6 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
     detach: (requestId) => registry.detach(requestId),
     attach: (requestId) => registry.attach(requestId),
     refuseNew () { refusing = true },
-    workerOffline: (workerId) => { routing.workerOffline(workerId) },
-    get routed () { return routing.size }
+    workerOffline: (workerId) => { routing.workerOffline(workerId) }
   }
 }

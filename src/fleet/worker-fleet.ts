@@ -77,8 +77,6 @@ export interface WorkerFleet {
   /** A chat went to this worker / ended there. */
   take: (workerId: string) => void
   release: (workerId: string) => void
-  /** Whether the worker is online (not suspect, not offline). */
-  isOnline: (workerId: string) => boolean
   list: () => WorkerView[]
   summary: () => FleetSummary
 }
@@ -233,10 +231,6 @@ export function createWorkerFleet (options: WorkerFleetOptions): WorkerFleet {
     release (workerId) {
       const m = members.get(workerId)
       if (m !== undefined && m.ours > 0) m.ours--
-    },
-    isOnline (workerId) {
-      const m = members.get(workerId)
-      return m !== undefined && stateOf(m) === 'online'
     },
     list () {
       const now = clock.now()
