@@ -12,6 +12,8 @@
  *     STALL --> stalled (no first chunk, or silence after one, past its bound)
  *     GRACE_OVER (detached only) --> cancelled (the client did not come back)
  *     DEADLINE --> timedOut
+ *     HANDED_OVER --> handedOver (another gateway took the stream over: nothing is answered,
+ *                    stored or cancelled here)
  *
  * Pure: what happens on a chunk, on settling and on (dis)arming the stall and grace timers is
  * injected with `.provide()`, and timers arrive as events. The registry keeps one deadline timer
@@ -27,7 +29,7 @@
  */
 import { assign, setup } from 'xstate'
 
-export type PendingOutcome = 'done' | 'failed' | 'timedOut' | 'cancelled' | 'stalled'
+export type PendingOutcome = 'done' | 'failed' | 'timedOut' | 'cancelled' | 'stalled' | 'handedOver'
 export type FailureCause = 'worker_error' | 'link_down' | 'shutdown' | 'worker_lost' | 'no_workers'
 /** Why a chat was cancelled: the contract's cancel reasons that come from the client. */
 export type CancelReason = 'client_cancelled' | 'client_gone'
@@ -62,6 +64,8 @@ export type PendingEvent =
   | { type: 'GRACE_OVER' }
   | { type: 'STALL' }
   | { type: 'DEADLINE' }
+  /** Another gateway resumed the stream and the worker now answers there (src/cluster/stream-resume.ts). */
+  | { type: 'HANDED_OVER' }
 
 const noop = (): void => {}
 
@@ -112,7 +116,8 @@ export const pendingRequestMachine = setup({
         NO_WORKERS: { target: 'failed', actions: 'recordNoWorkers' },
         CANCEL: { target: 'cancelled', actions: 'recordCancelled' },
         ABORT: { target: 'cancelled', actions: 'recordGone' },
-        STALL: 'stalled'
+        STALL: 'stalled',
+        HANDED_OVER: 'handedOver'
       },
       states: {
         reply: {
@@ -150,6 +155,7 @@ export const pendingRequestMachine = setup({
     failed: { type: 'final', entry: { type: 'settle', params: { outcome: 'failed' } } },
     timedOut: { type: 'final', entry: { type: 'settle', params: { outcome: 'timedOut' } } },
     cancelled: { type: 'final', entry: { type: 'settle', params: { outcome: 'cancelled' } } },
-    stalled: { type: 'final', entry: { type: 'settle', params: { outcome: 'stalled' } } }
+    stalled: { type: 'final', entry: { type: 'settle', params: { outcome: 'stalled' } } },
+    handedOver: { type: 'final', entry: { type: 'settle', params: { outcome: 'handedOver' } } }
   }
 })

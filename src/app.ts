@@ -19,6 +19,7 @@ import { relayChats, storedChats } from './chat/chat-persistence.js'
 import { createContentScreen } from './chat/content-screen.js'
 import { createHistoryTrimmer } from './chat/history-trimmer.js'
 import type { PendingRegistry } from './chat/pending-registry.js'
+import { adoptChat } from './chat/run-chat.js'
 import { createSessionOwners } from './chat/session-owners.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -33,6 +34,7 @@ import { createMetrics, type Metrics } from './metrics.js'
 import { startDemoResponder } from './mqtt/demo-responder.js'
 import type { MqttLink } from './mqtt/mqtt-link.js'
 import { claimInstanceId } from './cluster/instance-claim.js'
+import { createStreamResume, type FindRequest } from './cluster/stream-resume.js'
 import { splitMqttUrls } from './settings/parsers.js'
 import { createTopics } from './mqtt/topics.js'
 import { redactUrl } from './redact.js'
@@ -137,6 +139,26 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       closing: () => shuttingDown,
       onRequest: watchdog.noteRoute
     }
+    const chatPath = {
+      retryAfterS: link.retryAfterS,
+      onPartialLost: (err: unknown, requestId: string) => { log.warn({ request_id: requestId, err: err instanceof Error ? err.message : String(err) }, 'storing a partial answer failed') },
+      // No thread hop at all when no filters are set.
+      ...(config.contentFilters.length === 0 ? {} : { screen: createContentScreen(threads, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) })
+    }
+    const takeover = createStreamResume({
+      link, topics, instanceId: config.instanceId, streams, chat, clock, log,
+      adopt: (turn, worker, sink) => { adoptChat({ chat, persistence, ...chatPath }, turn, worker, sink) },
+      handoverWaitMs: config.clusterHandoverWaitMs,
+      takeoverTimeoutMs: config.streamTakeoverTimeoutMs,
+      onTakeover: metrics.streamTakeover,
+      onHandoff: metrics.streamHandoff
+    })
+    core.setResumeReplies(takeover.onReply)
+    // A single gateway answers an unknown stream at once, as it always has: the cluster is asked
+    // only once another gateway has been seen, and never with STREAM_TAKEOVER_TIMEOUT_MS=0.
+    const remote = config.streamTakeoverTimeoutMs > 0
+      ? { find: (request: FindRequest) => core.cluster.peersSeen() ? takeover.find(request) : null }
+      : undefined
     const { routes, sockets: socketRoutes } = httpRoutes({
       config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, streams, persistence, passwords,
       cluster: core.cluster.view,
@@ -153,12 +175,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       }),
       registrations: createRateLimiter({ capacity: config.registerPerAddressPerHour, windowMs: 3_600_000, clock }),
       creations: createRateLimiter({ capacity: config.sessionCreatePerMinute, windowMs: 60_000, clock }),
-      chatPath: {
-        retryAfterS: link.retryAfterS,
-        onPartialLost: (err, requestId) => { log.warn({ request_id: requestId, err: err instanceof Error ? err.message : String(err) }, 'storing a partial answer failed') },
-        // No thread hop at all when no filters are set.
-        ...(config.contentFilters.length === 0 ? {} : { screen: createContentScreen(threads, { patterns: config.contentFilters, timeoutMs: config.contentFilterTimeoutMs, log }) })
-      },
+      chatPath,
+      remote,
       registry: metrics.registry
     })
     const http = createHttpServer({ hooks, preflightHeaders: cors.preflight, log, onSocketHandlerError: metrics.handlerError, routes, sockets: socketRoutes })
@@ -178,6 +196,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     stack.push('dispatcher', chat.stop)
     streams.start()
     stack.push('stream store', streams.stop)
+    takeover.start()
+    stack.push('stream takeover', takeover.stop)
     if (config.demoResponder) {
       const demo = startDemoResponder({ keepaliveS: config.mqttKeepaliveS, connectTimeoutMs: config.mqttConnectTimeoutMs, url: broker?.workerUrl ?? (splitMqttUrls(url)[0] as string), topics, clientId: `${config.instanceId}-demo`, clock, log })
       stack.push('demo responder', demo.stop)

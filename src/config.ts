@@ -27,6 +27,8 @@ export interface Config extends MqttLinkSettings {
   readonly instanceIdSet: boolean
   /** Interval of this gateway's heartbeats on llm/gateways/<instance_id>. */
   readonly clusterHeartbeatMs: number
+  readonly clusterHandoverWaitMs: number
+  readonly streamTakeoverTimeoutMs: number
   readonly chatTimeoutMs: number
   /** Silence after a stream has begun that ends it with llm_stalled; 0: none. */
   readonly chatIdleTimeoutMs: number
@@ -255,6 +257,8 @@ export const SETTINGS = [
   s({ env: 'CHAT_IDLE_TIMEOUT_MS', key: 'chatIdleTimeoutMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'Once an answer has begun, silence this long ends it with `504 llm_stalled` (an `error` after the chunks), keeps the text that arrived (status `stalled`) and tells the LLM worker to stop. `0`: no bound but `CHAT_TIMEOUT_MS`.' }),
   s({ env: 'CHAT_FIRST_CHUNK_TIMEOUT_MS', key: 'chatFirstChunkTimeoutMs', fallback: 0, example: '20000', parse: int(0, 3_600_000), defaultDoc: '`0` (off)', doc: 'Bound on the wait for the first chunk (or `done`): past it, `504 llm_stalled`. Off by default: a model may think long before it speaks.' }),
   s({ env: 'STREAM_RESUME_GRACE_MS', key: 'streamResumeGraceMs', fallback: 30_000, example: '30000', parse: int(0, 3_600_000), doc: 'How long a streamed chat (WebSocket or server-sent events) outlives its client\'s connection, so that the client can reconnect and resume it; only then is it cancelled (the LLM worker is told, reason `client_gone`). The plain JSON path still cancels when its client goes.' }),
+  s({ env: 'CLUSTER_HANDOVER_WAIT_MS', key: 'clusterHandoverWaitMs', fallback: 500, example: '500', parse: int(50, 10_000), doc: 'A resume for a stream this gateway does not hold asks the other gateways first; after this long without an answer (the gateway that held it is gone) it asks the workers to re-send it.' }),
+  s({ env: 'STREAM_TAKEOVER_TIMEOUT_MS', key: 'streamTakeoverTimeoutMs', fallback: 2000, example: '2000', parse: int(0, 60_000), doc: 'How long a resume for a stream held by another gateway (or by one that died) may look for it before it ends `stream_interrupted`. Only asked once another gateway has been seen on the broker; 0: a stream resumes only on the gateway that started it.' }),
   s({ env: 'STREAM_RETAIN_MS', key: 'streamRetainMs', fallback: 60_000, example: '60000', parse: int(0, 3_600_000), doc: 'How long a finished stream stays resumable (its chunks and its end replayed).' }),
   s({ env: 'STREAM_BUFFER_MAX_BYTES', key: 'streamBufferMaxBytes', fallback: 67_108_864, example: '67108864', parse: int(0, 4 * 1024 * 1024 * 1024), doc: 'Bytes of chunk text all replay buffers together may hold (64 MiB by default, `tether_stream_buffer_bytes` shows the use). Past it the oldest finished streams are dropped first, then the stream that grew it; a dropped stream can no longer be resumed (`stream_not_found`), never replayed with a gap.' }),
   s({ env: 'WORKER_PRESENCE', key: 'workerPresence', fallback: 'auto', example: 'auto', parse: oneOf<PresenceMode>(['auto', 'required', 'off']), doc: 'How announced LLM workers (heartbeats on `llm/workers/<id>`) are used. `auto`: once any worker has announced itself, chats go to the least loaded online worker on `llm/chat/request/<worker_id>` and none online is `503 no_workers` at once; until then (v1 workers), the shared `llm/chat/request`. `required`: always so, even before the first heartbeat. `off`: presence ignored, always the shared topic.' }),

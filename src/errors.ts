@@ -23,6 +23,7 @@ export const ERRORS = {
   shutting_down: { status: 503, message: 'The server is shutting down.' },
   no_workers: { status: 503, message: 'No LLM worker can take this chat right now.' },
   worker_lost: { status: 503, message: 'The LLM worker answering this chat stopped responding.' },
+  stream_interrupted: { status: 503, message: 'The gateway that held this stream stopped and its worker could not resume it; the answer is incomplete.' },
   db_unavailable: { status: 503, message: 'The database is not reachable right now.' },
   overloaded: { status: 503, message: 'The server is overloaded; retry later.' },
   llm_timeout: { status: 504, message: 'The model did not answer in time.' },

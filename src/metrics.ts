@@ -8,6 +8,7 @@ import { carriesChats, type LinkStateName } from '../machines/mqtt-link.machine.
 import type { Settlement } from './chat/pending-registry.js'
 import type { ReplyDrop } from './chat/dispatcher.js'
 import type { MoveReason } from './chat/worker-routing.js'
+import type { HandoffResult, TakeoverResult } from './cluster/stream-resume.js'
 import type { PresenceDrop, WorkerState } from './fleet/worker-fleet.js'
 import type { RuntimeView } from './runtime-view.js'
 
@@ -52,6 +53,10 @@ export interface Metrics {
   noWorkers: (reason: 'none' | 'full') => void
   /** A chat moved to another worker before it was acknowledged. */
   chatMoved: (reason: MoveReason) => void
+  /** A resume for a stream another gateway started: how this gateway got it, or did not. */
+  streamTakeover: (result: TakeoverResult) => void
+  /** Another gateway asked for a stream this one held, and got it. */
+  streamHandoff: (result: HandoffResult) => void
   statePublished: () => void
   watchdogStall: (stallMs: number) => void
   /** The largest event-loop delay of the last sampling interval, in seconds. */
@@ -71,6 +76,7 @@ export const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_act
 /** Outcome label values: bounded, and the same words docs/metrics.md uses. */
 export function outcomeLabel (s: Settlement): string {
   if (s.outcome === 'failed') return s.cause ?? 'failed'
+  if (s.outcome === 'handedOver') return 'handed_over'
   return s.outcome === 'timedOut' ? 'timed_out' : s.outcome
 }
 
@@ -229,6 +235,18 @@ export function createMetrics (): Metrics {
     name: 'tether_chat_no_workers_total',
     help: 'Chats answered 503 no_workers at once: none (no announced worker online), full (all at capacity).',
     labelNames: ['reason'],
+    registers: [registry]
+  })
+  const takeovers = new Counter({
+    name: 'tether_stream_takeovers_total',
+    help: 'Resumes of a stream another gateway started, by result: replayed (a finished stream the other gateway still kept), handed_over (a live one it gave up), worker (its worker re-sent it: the gateway that held it is gone), interrupted (nobody had it: stream_interrupted), refused (caps, link down, shutting down).',
+    labelNames: ['result'],
+    registers: [registry]
+  })
+  const handoffs = new Counter({
+    name: 'tether_stream_handoffs_total',
+    help: 'Streams this gateway gave to another gateway that a client resumed on, by kind: replayed (finished) or handed_over (live; its worker now answers the other gateway).',
+    labelNames: ['result'],
     registers: [registry]
   })
   const moved = new Counter({
@@ -410,6 +428,8 @@ export function createMetrics (): Metrics {
     workerTransition (to) { workerTransitions.inc({ to }) },
     noWorkers (reason) { noWorkers.inc({ reason }) },
     chatMoved (reason) { moved.inc({ reason }) },
+    streamTakeover (result) { takeovers.inc({ result }) },
+    streamHandoff (result) { handoffs.inc({ result }) },
     statePublished () { states.inc() },
     dbAcquired (seconds) { acquire.observe(seconds) },
     dbWriteBatch (size, seconds) { writeBatchSize.observe(size); writeBatchSeconds.observe(seconds) },

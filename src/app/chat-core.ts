@@ -14,6 +14,7 @@ import type { Config } from '../config.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { createMqttLink, type MqttLink } from '../mqtt/mqtt-link.js'
+import type { ResumeReply } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
 import { linkTimings } from '../settings/mqtt-link-settings.js'
 import { createHintHub, type HintHub } from '../ws/hint-hub.js'
@@ -34,6 +35,8 @@ export interface ChatCore {
   hub: HintHub
   /** Connects the hub to the server's native fan-out, once the server exists. */
   setFanOut: (publish: (topic: string, message: string) => void) => void
+  /** Connects the stream resume (src/cluster/stream-resume.ts) to the replies it waits for, once it exists. */
+  setResumeReplies: (handle: (reply: ResumeReply) => boolean) => void
 }
 
 export interface ChatCoreDeps {
@@ -94,6 +97,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     onDropped: metrics.presenceDropped,
     onTransition: metrics.workerTransition
   })
+  // The stream resume needs the chat path (storage), which is built after the core: bound late.
+  let resumeReplies: (reply: ResumeReply) => boolean = () => false
   const cluster = createGatewayPresence({ link, prefix: config.mqttTopicPrefix, instanceId: config.instanceId, heartbeatMs: config.clusterHeartbeatMs, clock, log })
   const chat = createDispatcher({
     link, registry, topics, clock, log, fleet,
@@ -104,7 +109,8 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     chatTimeoutMs: config.chatTimeoutMs,
     onReplyDropped: metrics.replyDropped,
     onCapRefused: (cap) => { metrics.limitRefused(CAP_LIMITS[cap]) },
-    onCancelSent: metrics.cancelSent
+    onCancelSent: metrics.cancelSent,
+    onResumeReply: (reply) => resumeReplies(reply)
   })
   // The hub fans out through the uWS app, which exists only once the server is built.
   let fanOut: (topic: string, message: string) => void = () => {}
@@ -117,5 +123,5 @@ export function createChatCore ({ config, log, clock, metrics, topics, url, rand
     describe: (err, requestId) => describeFailure(err, log, { request_id: requestId }),
     onResume: metrics.streamResumed
   })
-  return { registry, link, fleet, cluster, chat, streams, hub, setFanOut: (publish) => { fanOut = publish } }
+  return { registry, link, fleet, cluster, chat, streams, hub, setFanOut: (publish) => { fanOut = publish }, setResumeReplies: (handle) => { resumeReplies = handle } }
 }

@@ -8,6 +8,7 @@ import type { LoginThrottle } from '../auth/login-throttle.js'
 import type { RateLimiter } from '../auth/rate-limiter.js'
 import type { Tokens } from '../auth/tokens.js'
 import type { Dispatcher } from '../chat/dispatcher.js'
+import type { RemoteStreams } from '../cluster/stream-resume.js'
 import type { StreamStore } from '../chat/stream-store.js'
 import type { ChatPersistence } from '../chat/chat-persistence.js'
 import type { SessionOwners } from '../chat/session-owners.js'
@@ -60,6 +61,8 @@ export interface HttpRoutesDeps {
   owners: SessionOwners
   chat: Dispatcher
   streams: StreamStore
+  /** Streams held by other gateways of the cluster (src/cluster/stream-resume.ts). */
+  remote?: RemoteStreams
   persistence: ChatPersistence
   /** What runChat needs beyond the dispatcher: screening, Retry-After. */
   chatPath: Pick<RunChatDeps, 'retryAfterS' | 'screen' | 'onPartialLost'>
@@ -75,9 +78,10 @@ export function httpRoutes (deps: HttpRoutesDeps): { routes: Route[], sockets: S
   const routeDeps = { hooks, log, tokens, maxBodyBytes: config.maxBodyBytes, clientAddress: deps.clientAddress }
   const authDeps = { ...routeDeps, accounts: deps.accounts, passwords: deps.passwords, loginThrottle: deps.loginThrottle, registrations: deps.registrations, onLimited: metrics.limitRefused }
   const sessionDeps = { ...routeDeps, chats: deps.chats, owners: deps.owners, creations: deps.creations, onLimited: metrics.limitRefused }
-  const chatDeps = { chat: deps.chat, persistence: deps.persistence, clock: deps.clock, streams: deps.streams, ...deps.chatPath }
+  const remote = deps.remote !== undefined ? { remote: deps.remote } : {}
+  const chatDeps = { chat: deps.chat, persistence: deps.persistence, clock: deps.clock, streams: deps.streams, ...remote, ...deps.chatPath }
   const sse = { maxBackpressure: config.sseMaxBackpressure, onSlowConsumer: metrics.sseSlowConsumer }
-  const streamDeps = { ...routeDeps, streams: deps.streams, requiresAuth: deps.persistence.requiresAuth, sse }
+  const streamDeps = { ...routeDeps, streams: deps.streams, ...remote, requiresAuth: deps.persistence.requiresAuth, sse }
   const statusDeps = { hooks, sources: deps.view, registry: deps.registry, log }
 
   const routes: Route[] = [

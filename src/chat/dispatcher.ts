@@ -9,7 +9,7 @@ import { TetherError } from '../errors.js'
 import { redactSecrets } from '../redact.js'
 import type { Logger } from '../log.js'
 import type { MqttLink } from '../mqtt/mqtt-link.js'
-import { encodeCancel, encodeRequest, parseReply, type CancelCause, type HistoryTurn } from '../mqtt/protocol.js'
+import { encodeCancel, encodeRequest, parseReply, type CancelCause, type HistoryTurn, type ResumeReply } from '../mqtt/protocol.js'
 import type { Topics } from '../mqtt/topics.js'
 import type { CancelReason } from '../../machines/pending-request.machine.js'
 import type { WorkerFleet } from '../fleet/worker-fleet.js'
@@ -39,6 +39,8 @@ export function cancelCause (s: Settlement): CancelCause | null {
     case 'stalled': return 'stalled'
     case 'failed': return s.cause === 'shutdown' ? 'shutdown' : s.cause === 'worker_lost' ? 'worker_lost' : null
     case 'done': return null
+    // The worker goes on, answering the gateway that took the stream over.
+    case 'handedOver': return null
   }
 }
 
@@ -73,6 +75,19 @@ export interface DispatcherOptions {
   onNoWorkers?: (reason: 'none' | 'full') => void
   /** A request moved to another worker. */
   onMoved?: (reason: MoveReason) => void
+  /** Several gateways: a worker's `resumed` or a gateway's `handover` (src/cluster/stream-resume.ts); dropped as unknown without one. */
+  onResumeReply?: (reply: ResumeReply) => boolean
+}
+
+/** A stream another gateway started, taken over here (src/cluster/stream-resume.ts). */
+export interface AdoptedChat {
+  requestId: string
+  sessionId: string
+  userId: string
+  /** The announced worker that runs it; null for a worker that did not say. */
+  workerId: string | null
+  /** The request's own deadline (epoch ms), as the worker has it. */
+  deadline: number
 }
 
 export interface Dispatcher {
@@ -90,6 +105,13 @@ export interface Dispatcher {
   holdUser: (userId: string) => () => void
   /** Publishes the request; throws TetherError (429/503) if it cannot be accepted. Returns the request id. */
   submit: (input: ChatInput, callbacks: PendingCallbacks, reservation?: () => void) => string
+  /**
+   * Takes over a chat whose worker now answers here (a stream resumed from another gateway):
+   * the caps apply as to a new chat (TetherError 429/503), its deadline is the request's own.
+   */
+  adopt: (chat: AdoptedChat, callbacks: PendingCallbacks) => void
+  /** Gives a chat in flight up to another gateway: its announced worker, or null when it has none (a v1 worker cannot resume elsewhere). */
+  handOver: (requestId: string) => string | null
   /** False when the chat is no longer in flight. */
   cancel: (requestId: string, reason?: CancelReason) => boolean
   /**
@@ -156,28 +178,33 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       options.onReplyDropped?.('malformed')
       return
     }
-    const route = routing.onReply(parsed.reply)
+    const reply = parsed.reply
+    if (reply.type === 'resumed' || reply.type === 'handover' || reply.type === 'replay') {
+      if (options.onResumeReply?.(reply) !== true) options.onReplyDropped?.('unknown')
+      return
+    }
+    const route = routing.onReply(reply)
     if (route === 'consumed') return
     if (route === 'unknown_ack') {
       // Acks travel at QoS 0 and may overtake nothing or arrive after the answer: an ack for a
       // request that just ended is a late one, not a stranger's.
-      const late = registry.deliver(parsed.reply)
+      const late = registry.deliver(reply)
       if (late !== 'delivered') options.onReplyDropped?.(late === 'duplicate' ? 'duplicate' : 'unknown_ack')
       return
     }
     if (route !== 'pass') {
-      log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, route }, 'dropped reply')
+      log.debug({ request_id: reply.request_id, type: reply.type, route }, 'dropped reply')
       options.onReplyDropped?.(route)
       return
     }
-    const delivery = registry.deliver(parsed.reply)
-    if (delivery === 'delivered' && parsed.reply.type === 'error') {
+    const delivery = registry.deliver(reply)
+    if (delivery === 'delivered' && reply.type === 'error') {
       // The detail is for operators only (the client gets llm_error's catalogue message), and
       // logged only for a request in flight, so replies with made-up ids cannot flood the log.
-      log.warn({ request_id: parsed.reply.request_id, worker_id: parsed.reply.worker_id, worker_error: redactSecrets(parsed.reply.error.slice(0, MAX_LOGGED_WORKER_ERROR)) }, 'worker reported an error')
+      log.warn({ request_id: reply.request_id, worker_id: reply.worker_id, worker_error: redactSecrets(reply.error.slice(0, MAX_LOGGED_WORKER_ERROR)) }, 'worker reported an error')
     }
     if (delivery !== 'delivered') {
-      log.debug({ request_id: parsed.reply.request_id, type: parsed.reply.type, delivery }, 'dropped reply')
+      log.debug({ request_id: reply.request_id, type: reply.type, delivery }, 'dropped reply')
       options.onReplyDropped?.(delivery)
     }
   }
@@ -260,6 +287,19 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       }
       if (wasIdle) link.wake()
       return requestId
+    },
+    adopt (chat, callbacks) {
+      checkOpen()
+      const admission = registry.admit(chat.sessionId, chat.userId)
+      if (admission !== 'ok') throw refuseFor(admission)
+      const wasIdle = registry.size === 0
+      registry.open(chat.requestId, chat.sessionId, Math.max(1, chat.deadline - clock.now()), callbacks, chat.userId)
+      if (chat.workerId !== null) routing.adopt(chat.requestId, chat.workerId)
+      if (wasIdle) link.wake()
+    },
+    handOver (requestId) {
+      const workerId = routing.workerOf(requestId)
+      return workerId !== null && registry.handOver(requestId) ? workerId : null
     },
     cancel: (requestId, reason) => registry.cancel(requestId, reason),
     settled (settlement) {

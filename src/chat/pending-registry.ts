@@ -92,6 +92,8 @@ export interface PendingRegistry {
   /** The client came back (a resume) within the grace. */
   attach: (requestId: string) => boolean
   failAll: (cause: 'link_down' | 'shutdown') => number
+  /** Another gateway took the stream over: the chat ends here with nothing answered, stored or cancelled. */
+  handOver: (requestId: string) => boolean
   /** Ends one request for a routing reason (its worker was lost, or no worker could take it). */
   fail: (requestId: string, cause: 'worker_lost' | 'no_workers') => boolean
   readonly size: number
@@ -351,6 +353,12 @@ export function createPendingRegistry (options: PendingRegistryOptions): Pending
       const actors = [...entries.values()].map((e) => e.actor)
       for (const actor of actors) actor.send(event)
       return actors.length
+    },
+    handOver (requestId) {
+      const entry = entries.get(requestId)
+      if (entry === undefined) return false
+      entry.actor.send({ type: 'HANDED_OVER' })
+      return true
     },
     fail (requestId, cause) {
       const entry = entries.get(requestId)

@@ -73,6 +73,8 @@ function failureOf (deps: RunChatDeps, s: Settlement): TetherError | null {
 }
 
 function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlement): void {
+  // Another gateway answers and stores it now: this one only lets its stream go.
+  if (s.outcome === 'handedOver') { sink.abandoned?.(); return }
   if (s.outcome === 'done') {
     const content = s.text ?? ''
     deps.persistence.finish(turn.sessionId, content, s.requestId).then(
@@ -91,6 +93,23 @@ function settle (deps: RunChatDeps, turn: ChatTurn, sink: ChatSink, s: Settlemen
   const failure = failureOf(deps, s)
   if (failure !== null) sink.fail(failure)
   else sink.abandoned?.()
+}
+
+/**
+ * Takes over a chat another gateway started, whose worker now answers here (a stream resumed on
+ * this gateway, src/cluster/stream-resume.ts): from here on it ends, is stored and is answered
+ * as if it had started here. The worker re-sends its chunks from the first, so the partial
+ * answer stored on an early end is the whole of it. Throws the TetherError a cap gives.
+ */
+export function adoptChat (deps: RunChatDeps, turn: Omit<ChatTurn, 'content'>, worker: { workerId: string | null, deadline: number }, sink: ChatSink): void {
+  deps.chat.adopt(
+    { requestId: turn.requestId, sessionId: turn.sessionId, userId: turn.userId, workerId: worker.workerId, deadline: worker.deadline },
+    {
+      ...(sink.chunk !== undefined ? { onChunk: sink.chunk } : {}),
+      onSettle: (s) => { settle(deps, { ...turn, content: '' }, sink, s) }
+    }
+  )
+  sink.submitted?.()
 }
 
 /** Starts the chat; the returned function cancels it (the client went away). */

@@ -68,8 +68,14 @@ export interface StreamStoreOptions {
 export interface StreamStore {
   start: () => void
   stop: () => void
-  /** A new stream for a chat about to start, owned by `ownerId` (null: anyone with its id, relay mode). */
-  open: (requestId: string, ownerId: string | null, listener: StreamListener) => Stream
+  /**
+   * A new stream for a chat about to start, owned by `ownerId` (null: anyone with its id, relay
+   * mode). `quietThrough`: chunks up to this seq are kept but not sent to `listener` (a stream
+   * taken over from another gateway is re-sent from the first chunk; the client has these).
+   */
+  open: (requestId: string, ownerId: string | null, listener: StreamListener, quietThrough?: number) => Stream
+  /** A finished stream's every chunk and its end, if it is still kept whole (for another gateway). */
+  snapshot: (requestId: string, ownerId: string | null) => { chunks: string[], end: StreamEnd } | null
   /** The stream, if it exists and `ownerId` may see it. */
   get: (requestId: string, ownerId: string | null) => Stream | null
   /** A client's resume: the stream found and attached (see Stream.attach), or not_found; counted. */
@@ -93,6 +99,7 @@ interface Entry extends Stream {
   cancelOnSubmit: boolean
   submittedYet: boolean
   expiresAt: number
+  quietThrough: number
 }
 
 /** UTF-16 code units as bytes: what the heap holds of a string is at least this. */
@@ -177,6 +184,8 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
       finished.push(entry)
     }
     if (end !== null && listener !== null) listener.end(end)
+    // Handed over to another gateway: a connection still following it here has nothing more coming.
+    else if (listener !== null) listener.replaced?.()
   }
 
   function sinkOf (entry: Entry): ChatSink {
@@ -193,7 +202,7 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
             dropBuffer(entry)
           }
         }
-        entry.listener?.chunk(delta, seq)
+        if (seq > entry.quietThrough) entry.listener?.chunk(delta, seq)
       },
       done (reply) { finish(entry, { type: 'done', ...reply }) },
       fail (err) { finish(entry, { type: 'error', failure: options.describe(err, entry.requestId) }) },
@@ -222,8 +231,9 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
       if (sweeper !== null) clock.clearTimeout(sweeper)
       sweeper = null
     },
-    open (requestId, ownerId, listener) {
+    open (requestId, ownerId, listener, quietThrough = 0) {
       const entry = {
+        quietThrough,
         requestId,
         ownerId,
         settled: false,
@@ -243,6 +253,7 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
         if (afterSeq > entry.chunks) return 'beyond_end'
         if (entry.parts === null && afterSeq < entry.chunks) return 'not_replayable'
         const parts = entry.parts ?? []
+        entry.quietThrough = 0
         for (let seq = afterSeq + 1; seq <= entry.chunks; seq++) next.chunk(parts[seq - 1] as string, seq)
         if (entry.end !== null) { next.end(entry.end); return 'ended' }
         const wasAway = entry.listener === null
@@ -271,6 +282,11 @@ export function createStreamStore (options: StreamStoreOptions): StreamStore {
       return entry
     },
     get,
+    snapshot (requestId, ownerId) {
+      const entry = get(requestId, ownerId)
+      if (entry === null || entry.end === null || entry.parts === null) return null
+      return { chunks: entry.parts.slice(), end: entry.end }
+    },
     resume (requestId, ownerId, listener, afterSeq) {
       const stream = get(requestId, ownerId)
       const result = stream === null ? 'not_replayable' : stream.attach(listener, afterSeq)

@@ -60,6 +60,10 @@ export interface WorkerRouting {
   onReply: (reply: ReplyEnvelope) => ReplyRoute
   /** The worker went offline: move or end what it holds. */
   workerOffline: (workerId: string) => void
+  /** A stream resumed from another gateway (src/cluster/stream-resume.ts): its worker already runs it. */
+  adopt: (requestId: string, workerId: string) => void
+  /** The announced worker a request is with, or null (a v1 worker's, or none in flight). */
+  workerOf: (requestId: string) => string | null
   /** The request ended; returns the worker it was with (for a targeted cancel), or null. */
   settled: (requestId: string) => string | null
   /** Requests sent to announced workers and not yet settled. */
@@ -194,6 +198,12 @@ export function createWorkerRouting (options: WorkerRoutingOptions): WorkerRouti
         else move(requestId, a, 'offline')
       }
     },
+    adopt (requestId, workerId) {
+      if (assignments.has(requestId)) return
+      fleet.take(workerId)
+      assignments.set(requestId, { workerId, acked: true, moves: 0, payload: null, properties: undefined, sentAt: clock.now(), timer: null })
+    },
+    workerOf: (requestId) => assignments.get(requestId)?.workerId ?? null,
     settled (requestId) {
       const a = assignments.get(requestId)
       if (a === undefined) return null

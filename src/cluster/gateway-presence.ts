@@ -57,6 +57,8 @@ export interface GatewayPresence {
   /** Says `offline` (retained) and stops beating: a graceful stop. */
   stop: () => void
   view: () => ClusterView
+  /** Whether another gateway's live heartbeat has been seen since start: a stream this one lacks may then be elsewhere. */
+  peersSeen: () => boolean
 }
 
 export interface GatewayPresenceOptions {
@@ -85,6 +87,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
   const under = `${options.prefix}/gateways/`
   const seen = new Map<string, { since: number, at: number, heartbeatMs: number }>()
   let running = false
+  let peers = false
   const beat = encodeGatewayBeat({ v: 1, instance_id: options.instanceId, status: 'online', since, heartbeat_ms: options.heartbeatMs })
   const heartbeat = createHeartbeat({ link, intervalMs: options.heartbeatMs, clock, send: () => { link.publish(topic, beat, 1, undefined, true) } })
   function onBeat (payload: Buffer, t: string, retained = false): void {
@@ -103,6 +106,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
       if (seen.size >= MAX_INSTANCES) { options.onDropped?.(); return }
     }
     seen.set(id, { since: b.since, at: clock.now(), heartbeatMs: b.heartbeat_ms })
+    if (id !== options.instanceId) peers = true
   }
 
   return {
@@ -119,6 +123,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
       link.publish(topic, '', 1, undefined, true)
       link.unsubscribe(`${under}+`)
     },
+    peersSeen: () => peers,
     view () {
       const now = clock.now()
       const instances: ClusterView['instances'] = []

@@ -6,7 +6,7 @@
  * bounded by the probe timeout, after which the link is down and the held replies are useless.
  */
 import type { MqttLink } from '../mqtt/mqtt-link.js'
-import type { ReplyEnvelope } from '../mqtt/protocol.js'
+import type { ReplyEnvelope, ResumeReply } from '../mqtt/protocol.js'
 
 export type WorkerLink = Pick<MqttLink, 'publish' | 'subscribe' | 'unsubscribe' | 'state' | 'events'>
 
@@ -14,7 +14,7 @@ export type WorkerLink = Pick<MqttLink, 'publish' | 'subscribe' | 'unsubscribe' 
 export type PublishOutcome = 'sent' | 'held' | 'lost'
 
 export interface ReplyPublisher {
-  publish: (topic: string, reply: ReplyEnvelope) => PublishOutcome
+  publish: (topic: string, reply: ReplyEnvelope | ResumeReply) => PublishOutcome
   /**
    * At QoS 0 and only when nothing is held: for an `ack`, which any later reply stands in for.
    * QoS 0 spares the gateway a PUBACK per chat (the ack is a third of the messages of a short

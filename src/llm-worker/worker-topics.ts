@@ -16,6 +16,9 @@ export interface WorkerTopics {
   readonly direct: string
   readonly directCancel: string
   readonly presence: string
+  /** Several gateways (v1.1): a gateway asks for a stream to be re-sent to it; every worker, and this one alone. */
+  readonly resume: string
+  readonly directResume: string
 }
 
 export function createWorkerTopics (prefix: string, workerId: string, sharedGroup: string | undefined): WorkerTopics {
@@ -29,6 +32,8 @@ export function createWorkerTopics (prefix: string, workerId: string, sharedGrou
     cancel: topics.chatCancel,
     direct: topics.chatRequestFor(workerId),
     directCancel: topics.chatCancelFor(workerId),
-    presence: topics.workerPresence(workerId)
+    presence: topics.workerPresence(workerId),
+    resume: topics.chatResume,
+    directResume: topics.chatResumeFor(workerId)
   }
 }

@@ -11,7 +11,7 @@
  */
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
-import { parseCancel, type ChatRequestEnvelope, type ReplyEnvelope } from '../mqtt/protocol.js'
+import { parseCancel, parseResume, type ChatRequestEnvelope, type ReplyEnvelope } from '../mqtt/protocol.js'
 import { createSlots } from './concurrency.js'
 import { UpstreamError, type Upstream } from './openai-stream.js'
 import { createPresence } from './presence.js'
@@ -83,7 +83,17 @@ interface Job {
   stopReason: StopReason | null
   /** Chunks sent so far: the next one's seq is this plus one. */
   seq: number
+  /** Their text, kept for a gateway that resumes the stream (several gateways, v1.1). */
+  parts: string[]
+  /** Where replies go: the request's `reply_to`, until another gateway resumes the stream. */
+  replyTo: string
+  /** The `done` or `error` sent, kept with the chunks for a while after the end. */
+  end: ReplyEnvelope | null
 }
+
+/** How long a finished request's chunks are kept for a resume, and how many at most. */
+export const RESUME_RETAIN_MS = 60_000
+export const RESUME_RETAIN_MAX = 256
 
 type Counter = Exclude<keyof WorkerStats, 'active' | 'waiting'>
 
@@ -106,8 +116,10 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   const counts: Record<Counter, number> = {
     received: 0, completed: 0, failed: 0, expired: 0, timedOut: 0, overloaded: 0, malformed: 0, linkLost: 0, shutDown: 0, cancelled: 0
   }
-  // The same jobs by request id, for cancels.
+  // The same jobs by request id, for cancels and resumes.
   const byId = new Map<string, Job>()
+  // Finished ones, oldest first, for a gateway that resumes a stream after its end was sent.
+  const finished = new Map<string, { job: Job, at: number }>()
   let started = false
   // What the worker announces it takes at once: its slots and its waiting line.
   const capacity = options.concurrency + options.queue
@@ -118,7 +130,9 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   let idleWaiters: Array<() => void> = []
 
   function send (job: Job, reply: ReplyEnvelope): boolean {
-    if (replies.publish(job.request.reply_to, reply) !== 'lost') return true
+    if (reply.type === 'chunk') job.parts.push(reply.delta)
+    else if (reply.type === 'done' || reply.type === 'error') job.end = reply
+    if (replies.publish(job.replyTo, reply) !== 'lost') return true
     halt(job, 'link-down')
     return false
   }
@@ -127,6 +141,13 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     clock.clearTimeout(job.timer)
     jobs.delete(job)
     if (byId.get(job.request.request_id) === job) byId.delete(job.request.request_id)
+    if (job.end !== null) {
+      finished.set(job.request.request_id, { job, at: clock.now() })
+      for (const [id, f] of finished) {
+        if (finished.size <= RESUME_RETAIN_MAX && clock.now() - f.at < RESUME_RETAIN_MS) break
+        finished.delete(id)
+      }
+    }
     if (jobs.size === 0) {
       const waiters = idleWaiters
       idleWaiters = []
@@ -147,7 +168,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       log.info({ request_id: requestId }, 'request dropped: deadline passed while waiting for a slot')
     } else if (reason === 'shutdown') {
       counts.shutDown++
-      replies.publish(job.request.reply_to, errorReply(requestId, SHUTTING_DOWN))
+      replies.publish(job.replyTo, errorReply(requestId, SHUTTING_DOWN))
     } else if (reason === 'cancelled') {
       counts.cancelled++
       log.info({ request_id: requestId }, 'request cancelled by the gateway while waiting for a slot')
@@ -203,7 +224,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
         break
       case 'shutdown':
         counts.shutDown++
-        replies.publish(request.reply_to, errorReply(request.request_id, SHUTTING_DOWN))
+        replies.publish(job.replyTo, errorReply(request.request_id, SHUTTING_DOWN))
         break
       case 'cancelled':
         counts.cancelled++
@@ -250,7 +271,7 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       log.info({ request_id: request.request_id, late_ms: -left }, 'request dropped: deadline already passed')
       return
     }
-    const job: Job = { request, controller: new AbortController(), timer: null, running: false, stopReason: null, seq: 0 }
+    const job: Job = { request, controller: new AbortController(), timer: null, running: false, stopReason: null, seq: 0, parts: [], replyTo: request.reply_to, end: null }
     jobs.add(job)
     byId.set(request.request_id, job)
     job.timer = clock.setTimeout(() => { halt(job, 'deadline') }, left)
@@ -274,6 +295,29 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     halt(job, 'cancelled')
   }
 
+  /**
+   * A gateway took over a stream whose gateway went away (contract v1.1, several gateways): if
+   * this worker runs it, or ran it within RESUME_RETAIN_MS, it says `resumed`, re-sends every
+   * chunk after `after_seq` (and the end, if sent) to the new gateway, and answers there from now
+   * on. Only for the user the request was made by; every other worker stays silent.
+   */
+  function onResume (payload: Buffer): void {
+    const resume = parseResume(payload)
+    if (resume === null || !resume.reply_to.startsWith(topics.replyPrefix)) return
+    const live = byId.get(resume.request_id)
+    const kept = finished.get(resume.request_id)
+    const job = live ?? (kept !== undefined && clock.now() - kept.at < RESUME_RETAIN_MS ? kept.job : undefined)
+    if (job === undefined) return
+    const { request } = job
+    if (resume.user_id !== null && resume.user_id !== request.user_id) return
+    if (live !== undefined) job.replyTo = resume.reply_to
+    log.info({ request_id: request.request_id, to: resume.from, after_seq: resume.after_seq, finished: live === undefined }, 'stream resumed by another gateway')
+    const to = resume.reply_to
+    replies.publish(to, { v: 1, request_id: request.request_id, type: 'resumed', session_id: request.session_id, user_id: request.user_id, deadline: request.deadline })
+    for (let seq = resume.after_seq + 1; seq <= job.parts.length; seq++) replies.publish(to, chunkReply(request.request_id, job.parts[seq - 1] as string, seq))
+    if (job.end !== null) replies.publish(to, job.end)
+  }
+
   function onDown (): void {
     // Replies to in-flight requests cannot be delivered on a clean session: stop paying for them.
     for (const job of [...jobs]) halt(job, 'link-down')
@@ -291,9 +335,11 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       link.events.on('down', onDown)
       link.subscribe(topics.subscription, 1, onRequest, { deliverAs: topics.requests })
       link.subscribe(topics.cancel, 1, onCancel)
+      link.subscribe(topics.resume, 1, onResume)
       if (announce !== undefined) {
         link.subscribe(topics.direct, 1, onRequest)
         link.subscribe(topics.directCancel, 1, onCancel)
+        link.subscribe(topics.directResume, 1, onResume)
         presence?.start()
       }
     },
@@ -318,7 +364,8 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
           if (announce !== undefined) link.unsubscribe(topics.direct)
           presence?.stop()
           link.unsubscribe(topics.cancel)
-          if (announce !== undefined) link.unsubscribe(topics.directCancel)
+          link.unsubscribe(topics.resume)
+          if (announce !== undefined) { link.unsubscribe(topics.directCancel); link.unsubscribe(topics.directResume) }
         }
         replies.close()
       })()

@@ -37,11 +37,35 @@ export type ReplyEnvelope =
   /** v1.1: an announced worker took the request. */
   | { v: 1, request_id: string, type: 'ack', worker_id: string }
 
+/**
+ * What else arrives on a gateway's reply topic (v1.1, several gateways), for the stream resume
+ * (src/cluster/stream-resume.ts), never for a request's actor: `resumed`, a worker answering a
+ * `resume` (it re-sends the chunks after `after_seq` and goes on replying here; `deadline` is
+ * the request's own), and `handover`, the gateway that held a live stream giving it up to this
+ * one (its worker's `resumed` follows).
+ */
+export type ResumeReply =
+  | { v: 1, request_id: string, type: 'resumed', session_id: string, user_id: string, deadline: number, worker_id?: string }
+  | { v: 1, request_id: string, type: 'handover', from: string }
+  /** A finished stream the other gateway still kept: every chunk and its end, in one message. */
+  | { v: 1, request_id: string, type: 'replay', from: string, chunks: string[], end: ReplayEnd }
+
+/** How a replayed stream ended: its `done` (message id and text) or its error (a catalogue code). */
+export type ReplayEnd = { type: 'done', message_id: string, content: string } | { type: 'error', error: string, message: string }
+
+function parseReplayEnd (value: unknown): ReplayEnd | null {
+  if (typeof value !== 'object' || value === null) return null
+  const e = value as Record<string, unknown>
+  if (e.type === 'done' && typeof e.message_id === 'string' && e.message_id.length <= 64 && typeof e.content === 'string') return { type: 'done', message_id: e.message_id, content: storable(e.content) }
+  if (e.type === 'error' && typeof e.error === 'string' && e.error.length <= 64 && typeof e.message === 'string' && e.message.length <= 1000) return { type: 'error', error: e.error, message: e.message }
+  return null
+}
+
 /** The `error` a worker answers when it is at capacity (with `retry: true`). */
 export const BUSY = 'busy'
 
 export type ParsedReply =
-  | { ok: true, reply: ReplyEnvelope }
+  | { ok: true, reply: ReplyEnvelope | ResumeReply }
   | { ok: false, reason: 'malformed' }
 
 export function encodeRequest (request: ChatRequestEnvelope): string {
@@ -97,9 +121,53 @@ export function parseReply (payload: Buffer | string): ParsedReply {
       return { ok: true, reply: { v: 1, request_id: id, type: 'error', error: storable(r.error), ...(r.retry === true ? { retry: true } : {}), ...from } }
     case 'ack':
       return isValidId(r.worker_id) ? { ok: true, reply: { v: 1, request_id: id, type: 'ack', worker_id: r.worker_id } } : MALFORMED
+    case 'resumed':
+      if (!isValidId(r.session_id) || typeof r.user_id !== 'string' || r.user_id.length > 256 || !Number.isSafeInteger(r.deadline)) return MALFORMED
+      return { ok: true, reply: { v: 1, request_id: id, type: 'resumed', session_id: r.session_id, user_id: r.user_id, deadline: r.deadline as number, ...from } }
+    case 'handover':
+      return isValidId(r.from) ? { ok: true, reply: { v: 1, request_id: id, type: 'handover', from: r.from } } : MALFORMED
+    case 'replay': {
+      const end = parseReplayEnd(r.end)
+      if (!isValidId(r.from) || end === null || !Array.isArray(r.chunks) || !r.chunks.every((c) => typeof c === 'string')) return MALFORMED
+      return { ok: true, reply: { v: 1, request_id: id, type: 'replay', from: r.from, chunks: (r.chunks as string[]).map(storable), end } }
+    }
     default:
       return MALFORMED
   }
+}
+
+/**
+ * v1.1, several gateways: a gateway asks for a stream it does not hold. On `<prefix>/cluster/resume`
+ * the gateway that holds it hands it over; on `<prefix>/chat/resume` (and `.../<worker_id>`) the
+ * worker that runs it re-sends every chunk after `after_seq` to `reply_to` and goes on there.
+ * `user_id` is who asks (null: relay mode, where a request id is the only key): a worker or
+ * gateway holding the request for another user ignores it.
+ */
+export interface ResumeEnvelope {
+  v: 1
+  request_id: string
+  reply_to: string
+  after_seq: number
+  user_id: string | null
+  /** The asking gateway's instance id. */
+  from: string
+}
+
+export function encodeResume (resume: ResumeEnvelope): string {
+  return JSON.stringify(resume)
+}
+
+/** A resume as a worker or gateway reads it; null when the payload is not one. */
+export function parseResume (payload: Buffer | string): ResumeEnvelope | null {
+  if (payload.length > 4096) return null
+  const json = parsePeerJson(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  if (!json.ok || typeof json.value !== 'object' || json.value === null) return null
+  const r = json.value as Record<string, unknown>
+  if (r.v !== PROTOCOL_VERSION || !isValidId(r.request_id) || !isValidId(r.from)) return null
+  if (typeof r.reply_to !== 'string' || r.reply_to.length > 512 || /[+#\u0000]/.test(r.reply_to)) return null
+  if (!Number.isSafeInteger(r.after_seq) || (r.after_seq as number) < 0) return null
+  if (r.user_id !== null && (typeof r.user_id !== 'string' || r.user_id.length > 256)) return null
+  return { v: 1, request_id: r.request_id, reply_to: r.reply_to, after_seq: r.after_seq as number, user_id: r.user_id, from: r.from }
 }
 
 /** Presence (contract v1.1): what a worker announces on `<prefix>/workers/<worker_id>`. */

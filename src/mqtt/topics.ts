@@ -16,6 +16,11 @@ export interface Topics {
   chatRequestFor: (workerId: string) => string
   /** Cancels for one announced worker's requests, so cancels do not fan out to the fleet. */
   chatCancelFor: (workerId: string) => string
+  /** Several gateways (v1.1): a gateway asks the workers, or one worker, to re-send a stream to it. */
+  readonly chatResume: string
+  chatResumeFor: (workerId: string) => string
+  /** Several gateways: a gateway asks the others for a stream it does not hold. */
+  readonly clusterResume: string
 }
 
 export function createTopics (prefix: string, instanceId: string): Topics {
@@ -32,6 +37,9 @@ export function createTopics (prefix: string, instanceId: string): Topics {
     workerPresence: (workerId) => `${prefix}/workers/${workerId}`,
     workersFilter: `${prefix}/workers/+`,
     chatRequestFor: (workerId) => `${prefix}/chat/request/${workerId}`,
-    chatCancelFor: (workerId) => `${prefix}/chat/cancel/${workerId}`
+    chatCancelFor: (workerId) => `${prefix}/chat/cancel/${workerId}`,
+    chatResume: `${prefix}/chat/resume`,
+    chatResumeFor: (workerId) => `${prefix}/chat/resume/${workerId}`,
+    clusterResume: `${prefix}/cluster/resume`
   }
 }

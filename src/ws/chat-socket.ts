@@ -10,7 +10,8 @@
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js'
 import { runChat, type RunChatDeps } from '../chat/run-chat.js'
 import type { Stream, StreamListener, StreamStore } from '../chat/stream-store.js'
-import { ERRORS, type ErrorCode } from '../errors.js'
+import type { RemoteStreams } from '../cluster/stream-resume.js'
+import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import { failureFields } from '../failure.js'
 import { idRule, isValidId, newRequestId } from '../ids.js'
 import { checkText } from '../http/validate.js'
@@ -22,7 +23,8 @@ import { createOutbox, type OutboxData } from './outbox.js'
 import { ROUTES } from '../http/route-table.js'
 
 /** A chat this socket follows: its stream and the listener that writes its frames here. */
-interface Followed { stream: Stream, listener: StreamListener }
+/** `stream` is null while another gateway is asked for it (`abort` stops asking). */
+interface Followed { stream: Stream | null, listener: StreamListener, abort?: () => void }
 
 export interface ChatSocketData extends SocketData, OutboxData {
   endpoint: 'chat'
@@ -33,6 +35,8 @@ export interface ChatSocketData extends SocketData, OutboxData {
 
 export interface ChatSocketDeps extends RunChatDeps, EndpointDeps {
   streams: StreamStore
+  /** Streams other gateways of the cluster hold (src/cluster/stream-resume.ts). */
+  remote?: RemoteStreams
 }
 
 /** Whose streams this socket may resume and cancel: its user's; in relay mode anyone's it can name. */
@@ -84,7 +88,7 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
     }
     const listener = listenerFor(ws, id, requestId)
     // Followed before the replay: a stream that has ended ends (and is forgotten) inside it.
-    const followed: Followed = { stream: null as unknown as Stream, listener }
+    const followed: Followed = { stream: null, listener }
     data.chats.set(id, followed)
     data.replay = 'first'
     let resumed: ReturnType<StreamStore['resume']>
@@ -95,9 +99,35 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
     }
     if (resumed !== 'not_found') followed.stream = resumed.stream
     if (resumed !== 'not_found' && (resumed.result === 'attached' || resumed.result === 'ended')) { data.strikes = 0; return }
+    if (resumed === 'not_found' && resumeElsewhere(ws, id, requestId, afterSeq, followed)) return
     if (data.chats.get(id) === followed) data.chats.delete(id)
     if (resumed === 'not_found' || resumed.result === 'not_replayable') refuse(ws, 'stream_not_found', { id, request_id: requestId })
     else reject(ws, 'invalid', `after_seq ${afterSeq} is beyond the last chunk sent (${resumed.stream.chunks}).`, id)
+  }
+
+  /** Asks the other gateways and the workers for the stream; false when they are not asked. */
+  function resumeElsewhere (ws: WebSocket<ChatSocketData>, id: string, requestId: string, afterSeq: number, followed: Followed): boolean {
+    if (deps.remote === undefined) return false
+    const data = ws.getUserData()
+    let pending = true
+    const abort = deps.remote.find({
+      requestId,
+      ownerId: ownerOf(data),
+      listener: followed.listener,
+      afterSeq,
+      gone: () => data.closed || data.chats.get(id) !== followed,
+      done: (outcome) => {
+        pending = false
+        followed.abort = undefined
+        if (!(outcome instanceof TetherError)) { followed.stream = outcome; data.strikes = 0; return }
+        if (data.chats.get(id) === followed) data.chats.delete(id)
+        // Not a strike: the client named a stream it had, and the cluster lost it.
+        if (!data.closed) send(ws, { type: 'error', id, request_id: requestId, error: outcome.code, message: outcome.message, ...(outcome.retryAfterS !== undefined ? { retry_after_s: outcome.retryAfterS } : {}) })
+      }
+    })
+    if (abort === null) return false
+    if (pending) followed.abort = abort
+    return true
   }
 
   function cancel (ws: WebSocket<ChatSocketData>, requestId: unknown): void {
@@ -152,8 +182,9 @@ export function chatSocket (deps: ChatSocketDeps): WebSocketBehavior<ChatSocketD
         // Not cancelled: each chat waits STREAM_RESUME_GRACE_MS for its client to resume it —
         // unless this instance is shutting down, where nobody could resume it.
         const shuttingDown = data.closedBy === 'shutting_down'
-        for (const { stream, listener } of followed) {
-          if (shuttingDown) deps.chat.cancel(stream.requestId)
+        for (const { stream, listener, abort } of followed) {
+          if (stream === null) abort?.()
+          else if (shuttingDown) deps.chat.cancel(stream.requestId)
           else stream.detach(listener)
         }
       })

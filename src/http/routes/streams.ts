@@ -6,6 +6,7 @@
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import type { Stream, StreamStore } from '../../chat/stream-store.js'
+import type { RemoteStreams } from '../../cluster/stream-resume.js'
 import { TetherError } from '../../errors.js'
 import { idRule, isValidId } from '../../ids.js'
 import { openExchange, sendError } from '../exchange.js'
@@ -16,6 +17,8 @@ import { eventStreamListener } from './chat-messages.js'
 
 export interface StreamRouteDeps extends RouteDeps {
   streams: StreamStore
+  /** Streams other gateways of the cluster hold (src/cluster/stream-resume.ts). */
+  remote?: RemoteStreams
   /** Relay mode: no token; a stream is found by its (unguessable) request id alone. */
   requiresAuth: boolean
   sse?: EventStreamLimits
@@ -40,9 +43,36 @@ export function resumeStreamHandler (deps: StreamRouteDeps): (res: HttpResponse,
     const listener = eventStreamListener(deps, ex, requestId, null)
     // Set before the replay: a replay past SSE_MAX_BACKPRESSURE closes the connection inside it.
     let attachedTo: Stream | null = null
-    ex.onAbort = () => { attachedTo?.detach(listener) }
+    let stopLooking: (() => void) | null = null
+    ex.onAbort = () => { attachedTo?.detach(listener); stopLooking?.() }
     // Nothing is written unless the whole rest can be: the answers below are still plain.
-    const resumed = deps.streams.resume(requestId, user?.userId ?? null, listener, after)
+    const ownerId = user?.userId ?? null
+    const resumed = deps.streams.resume(requestId, ownerId, listener, after)
+    if (resumed === 'not_found' && deps.remote !== undefined) {
+      // Another gateway may hold it, or its worker: the answer waits for them (2 s at most).
+      let pending = true
+      const abort = deps.remote.find({
+        requestId,
+        ownerId,
+        listener,
+        afterSeq: after,
+        gone: () => ex.aborted,
+        done: (outcome) => {
+          pending = false
+          stopLooking = null
+          if (outcome instanceof TetherError) {
+            if (!ex.aborted) sendError(deps.hooks, ex, outcome.code, { message: outcome.message, ...(outcome.retryAfterS !== undefined ? { retryAfterS: outcome.retryAfterS } : {}) })
+            return
+          }
+          attachedTo = outcome
+          if (ex.aborted) outcome.detach(listener)
+        }
+      })
+      if (abort !== null) {
+        if (pending) stopLooking = abort
+        return
+      }
+    }
     if (resumed === 'not_found' || resumed.result === 'not_replayable') { sendError(deps.hooks, ex, 'stream_not_found'); return }
     const { stream, result } = resumed
     if (result === 'beyond_end') { sendError(deps.hooks, ex, 'invalid_request', { message: `Last-Event-ID ${after} is beyond the last chunk sent (${stream.chunks}).` }); return }
