@@ -22,8 +22,8 @@ import { freePort, canConnect } from '../fixtures/ports.js'
 import { chunk, done, echo, startScriptedWorker, type ChatRequest, type Reply, type ScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl } from '../fixtures/ws-client.js'
+import { locationBlock, seconds, startNginx, template } from '../fixtures/nginx.js'
 
-const SHIPPED = fileURLToPath(new URL('../../deploy/nginx/tether.conf', import.meta.url))
 /**
  * The shipped file's rule (its comments): the chat route's proxy_read_timeout is
  * CHAT_TIMEOUT_MS plus 30 s for the database work around the deadline.
@@ -44,112 +44,6 @@ function fallback (env: string): number {
   const setting = SETTINGS.find((s) => s.env === env)
   if (setting === undefined || typeof setting.fallback !== 'number') throw new Error(`no numeric default for ${env}`)
   return setting.fallback
-}
-
-const template = readFileSync(SHIPPED, 'utf8')
-
-/** Replaces exactly one match, or throws: a changed template must fail here, not silently render something else. */
-function replaceOne (text: string, pattern: RegExp, replacement: string, what: string): string {
-  const matches = text.match(new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : pattern.flags + 'g'))
-  if (matches?.length !== 1) throw new Error(`rendering ${SHIPPED}: expected one ${what}, found ${matches?.length ?? 0}`)
-  return text.replace(pattern, replacement)
-}
-
-/** The location block `location <match> { ... }` (the shipped file nests no blocks inside locations). */
-function locationBlock (text: string, match: string): string {
-  const start = text.indexOf(`location ${match} {`)
-  if (start < 0) throw new Error(`${SHIPPED} has no location ${match}`)
-  return text.slice(start, text.indexOf('}', start) + 1)
-}
-
-function seconds (block: string, directive: string): number {
-  const m = new RegExp(`^\\s*${directive}\\s+(\\d+)s;`, 'm').exec(block)
-  if (m === null) throw new Error(`no ${directive} in ${block.split('\n')[0]}`)
-  return Number(m[1])
-}
-
-interface RenderOptions {
-  upstream: string
-  port: number
-  chatReadTimeoutS: number
-  /** Where the site's access log goes (the shipped path is /var/log/nginx/). */
-  accessLog: string
-  /**
-   * The two pieces of proxy advice seen together in the field: the upgrade map's Connection
-   * header on every API location (so a plain request sends `Connection: close` upstream),
-   * and upstream keepalive (which the shipped file has).
-   */
-  upgradeMapEverywhere?: boolean
-}
-
-function render ({ upstream, port, chatReadTimeoutS, accessLog, upgradeMapEverywhere = false }: RenderOptions): string {
-  let site = replaceOne(template, /^(\s*server\s+)127\.0\.0\.1:8000;/m, `$1${upstream};`, 'upstream server 127.0.0.1:8000')
-  site = replaceOne(site, /access_log \/var\/log\/nginx\/access\.log /, `access_log ${accessLog} `, 'access_log /var/log/nginx/access.log')
-  if (upgradeMapEverywhere) {
-    for (const match of ['= /api/chatbot/messages', '/api/']) {
-      const block = locationBlock(site, match)
-      site = site.replace(block, block.replace('proxy_pass http://tether_backend;', 'proxy_pass http://tether_backend;\n        proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $tether_connection_upgrade;'))
-    }
-  }
-  site = replaceOne(site, /^(\s*listen\s+)80;/m, `$1127.0.0.1:${port};`, 'listen 80')
-  site = replaceOne(site, /^\s*listen\s+\[::\]:80;\n/m, '', 'listen [::]:80')
-  const chat = locationBlock(site, '= /api/chatbot/messages')
-  const rendered = replaceOne(chat, /proxy_read_timeout\s+\d+s;/, `proxy_read_timeout ${chatReadTimeoutS}s;`, 'chat proxy_read_timeout')
-  return site.replace(chat, rendered)
-}
-
-interface Nginx { port: number, errorLog: () => string, accessLog: () => string }
-
-/**
- * nginx in the foreground, one process (no master/worker split, so nothing runs as another
- * user and one signal ends it), with its pid, logs and temp files under a fresh prefix: it
- * touches neither /etc/nginx nor /var/log/nginx.
- */
-async function startNginx (t: Test, bin: string, options: Omit<RenderOptions, 'port' | 'accessLog'>): Promise<Nginx> {
-  for (let attempt = 1; ; attempt++) {
-    const prefix = mkdtempSync(join(tmpdir(), 'tether-nginx-'))
-    const port = await freePort()
-    writeFileSync(join(prefix, 'tether.conf'), render({ ...options, port, accessLog: join(prefix, 'site-access.log') }))
-    writeFileSync(join(prefix, 'nginx.conf'), [
-      `pid ${prefix}/nginx.pid;`,
-      `error_log ${prefix}/error.log info;`,
-      'events { worker_connections 256; }',
-      'http {',
-      `  access_log ${prefix}/access.log;`,
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${prefix}/${k}_temp;`),
-      `  include ${prefix}/tether.conf;`,
-      '}',
-      ''
-    ].join('\n'))
-    const errorLog = (): string => { try { return readFileSync(join(prefix, 'error.log'), 'utf8') } catch { return '' } }
-    const accessLog = (): string => { try { return readFileSync(join(prefix, 'site-access.log'), 'utf8') } catch { return '' } }
-    // -e: the error log before the configuration is read (Debian's built-in path is /var/log/nginx).
-    const child: ChildProcess = spawn(bin, ['-e', join(prefix, 'error.log'), '-p', `${prefix}/`, '-c', join(prefix, 'nginx.conf'), '-g', 'daemon off; master_process off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-    let gone = false
-    void exited.then(() => { gone = true })
-    const stop = async (): Promise<void> => {
-      if (!gone) child.kill('SIGTERM')
-      await exited
-      rmSync(prefix, { recursive: true, force: true })
-    }
-    try {
-      await waitFor(async () => gone || await canConnect(port, 200), { timeoutMs: 10_000, what: `nginx to listen on 127.0.0.1:${port}` })
-    } catch (err) {
-      await stop()
-      throw err
-    }
-    if (!gone) {
-      t.teardown(stop)
-      return { port, errorLog, accessLog }
-    }
-    const why = `${stderr}${errorLog()}`
-    await stop()
-    // Another process took the port between freePort() and nginx's bind: try another.
-    if (!/Address already in use/.test(why) || attempt >= 3) throw new Error(`nginx exited at start-up: ${why}`)
-  }
 }
 
 interface Answer { status: number, headers: http.IncomingHttpHeaders, text: string, json: any, ms: number }
