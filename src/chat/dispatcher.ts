@@ -220,11 +220,16 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
     return new TetherError('too_many_requests', CAP_MESSAGES[admission], options.capRetryAfterS ?? 1)
   }
 
-  function checkOpen (): void {
+  /** Shutting down or the link down: nothing can be sent or received for a chat. */
+  function checkLink (): void {
     if (refusing) throw new TetherError('shutting_down')
     if (!link.isUp) {
       throw new TetherError('llm_unavailable', `The model broker link is ${link.state}.`, link.retryAfterS())
     }
+  }
+
+  function checkOpen (): void {
+    checkLink()
     // Before the message is stored: a chat no worker can take is refused in a millisecond.
     const refusal = routing.refusal()
     if (refusal !== null) throw noWorkers(refusal)
@@ -289,7 +294,8 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       return requestId
     },
     adopt (chat, callbacks) {
-      checkOpen()
+      // Not the workers' room: this chat's worker already runs it.
+      checkLink()
       const admission = registry.admit(chat.sessionId, chat.userId)
       if (admission !== 'ok') throw refuseFor(admission)
       const wasIdle = registry.size === 0

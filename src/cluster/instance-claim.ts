@@ -51,7 +51,8 @@ function ask (o: ClaimOptions, url: string): Promise<Verdict> {
     })
     client.on('connect', () => {
       for (const timer of timers.splice(0)) clearTimeout(timer)
-      client.subscribe(topic, { qos: 1 }, (err) => {
+      // QoS 0: a look, not a subscription to keep (on NATS a QoS 1 one is a JetStream consumer).
+      client.subscribe(topic, { qos: 0 }, (err) => {
         if (err !== null && err !== undefined) { done('unknown'); return }
         timers.push(setTimeout(() => { done('free') }, 2 * o.heartbeatMs + 200))
       })

@@ -29,6 +29,8 @@ export interface MqttLinkOptions {
   url: string
   clientId: string
   probeTopic: string
+  /** MQTT_SUBSCRIBE_QOS: the highest QoS subscribed with, whatever a caller asks (0 on NATS). */
+  subscribeQos?: 0 | 1
   keepaliveS: number
   staleAfterMs: number
   probeTimeoutMs: number
@@ -292,11 +294,13 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     })
   }
 
+  const capped = (qos: QoS): QoS => (options.subscribeQos === 0 ? 0 : qos)
+
   function restoreSubscriptions (): void {
     const c = client
     if (c === null) return
     const map: Record<string, { qos: QoS }> = { [options.probeTopic]: { qos: 0 } }
-    for (const [topic, entry] of handlers) map[topic] = { qos: entry.qos }
+    for (const [topic, entry] of handlers) map[topic] = { qos: capped(entry.qos) }
     c.subscribe(map, (err) => {
       if (err !== null && err !== undefined) {
         log.error({ err: err.message }, 'restoring subscriptions failed; rebuilding the link')
@@ -418,7 +422,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       handlers.set(topic, { qos, handler, deliverAs, under })
       if (under !== undefined) prefixRoutes.set(under, handler)
       else routes.set(deliverAs, handler)
-      if (state === 'connected' || state === 'stale') client?.subscribe(topic, { qos })
+      if (state === 'connected' || state === 'stale') client?.subscribe(topic, { qos: capped(qos) })
     },
     unsubscribe (topic) {
       const entry = handlers.get(topic)

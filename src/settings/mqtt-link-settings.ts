@@ -18,6 +18,7 @@ export interface MqttLinkSettings {
   readonly mqttBackoffBaseMs: number
   readonly mqttBackoffCapMs: number
   readonly mqttProtocol: MqttProtocol
+  readonly mqttSubscribeQos: 0 | 1
 }
 
 const s = settingOf<MqttLinkSettings>()
@@ -25,6 +26,7 @@ const s = settingOf<MqttLinkSettings>()
 const LINK_SETTINGS = [
   s({ env: 'MQTT_TOPIC_PREFIX', key: 'mqttTopicPrefix', fallback: 'llm', example: 'llm', parse: topicPrefix, doc: 'First level(s) of every topic; the gateway and its LLM workers must use the same.' }),
   s({ env: 'MQTT_PROTOCOL', key: 'mqttProtocol', fallback: 'auto', example: 'auto', parse: oneOf<MqttProtocol>(['auto', '5', '3.1.1']), doc: 'MQTT version. `auto`: MQTT 5, and 3.1.1 when the broker does not answer a version 5 CONNECT (the fallback is logged once); the embedded broker speaks 3.1.1. With 5, chat requests carry a Message Expiry Interval (the deadline), Response Topic and Correlation Data, and a PUBACK saying "no matching subscribers" answers the chat `503 no_workers` at once.' }),
+  s({ env: 'MQTT_SUBSCRIBE_QOS', key: 'mqttSubscribeQos', fallback: 1, example: '1', parse: (raw) => { const n = oneOf(['0', '1'])(raw); return n === '0' ? 0 : 1 }, doc: 'The highest QoS this program subscribes with (messages are still published at QoS 1). `0` for NATS (JetStream-backed MQTT): a QoS 1 subscription there is a JetStream consumer, which NATS 2.9 cannot create while a cluster node is down, and whose node\'s loss can silence it; a QoS 0 one is a plain subscription. With clean sessions (Tether\'s) a QoS 1 subscription only adds redelivery within one connection, which a link loss ends anyway (docs/brokers.md).' }),
   s({ env: 'MQTT_KEEPALIVE_S', key: 'mqttKeepaliveS', fallback: 15, example: '15', parse: int(1, 3600), doc: 'MQTT keepalive, and the idle period after which the link is probed.' }),
   s({ env: 'MQTT_PROBE_TIMEOUT_MS', key: 'mqttProbeTimeoutMs', fallback: 2000, example: '2000', parse: int(10, 600_000), doc: 'How long a probe may take before the link is dropped and rebuilt.' }),
   s({ env: 'MQTT_CONNECT_TIMEOUT_MS', key: 'mqttConnectTimeoutMs', fallback: 5000, example: '5000', parse: int(50, 600_000), doc: 'How long one connection attempt (TCP + CONNACK) may take.' }),
@@ -54,6 +56,7 @@ export function linkTimings (config: MqttLinkSettings): {
   backoffBaseMs: number
   backoffCapMs: number
   protocol: MqttProtocol
+  subscribeQos: 0 | 1
 } {
   return {
     keepaliveS: config.mqttKeepaliveS,
@@ -62,6 +65,7 @@ export function linkTimings (config: MqttLinkSettings): {
     maxReconnectAttempts: config.mqttMaxReconnectAttempts,
     backoffBaseMs: config.mqttBackoffBaseMs,
     backoffCapMs: config.mqttBackoffCapMs,
-    protocol: config.mqttProtocol
+    protocol: config.mqttProtocol,
+    subscribeQos: config.mqttSubscribeQos
   }
 }
