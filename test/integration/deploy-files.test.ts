@@ -5,15 +5,18 @@
  * bind mounts where the path is a container's), every service a config names is a Compose
  * service, and every variable a service is given is one its program reads.
  */
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import t from 'tap'
 import { parse } from 'yaml'
 import { SETTINGS } from '../../src/config.js'
 import { WORKER_SETTINGS } from '../../src/llm-worker/config.js'
+import { findExecutable } from '../fixtures/broker.js'
 import { PROMTOOL_MISSING, ROOT, described, promtool, promtoolPath } from '../fixtures/promtool.js'
 
 interface Service {
+  profiles?: string[]
   build?: { context: string, dockerfile?: string } | string
   image?: string
   command?: string[] | string
@@ -29,7 +32,8 @@ interface Service {
 interface Compose { services: Record<string, Service>, volumes?: Record<string, unknown> }
 
 function read (path: string): string { return readFileSync(join(ROOT, path), 'utf8') }
-function yaml<T> (path: string): T { return parse(read(path)) as T }
+// merge: the cluster profile's services share their settings through `<<:` merge keys, as Compose reads them.
+function yaml<T> (path: string): T { return parse(read(path), { merge: true }) as T }
 
 const compose = yaml<Compose>('docker-compose.yml')
 const services = compose.services
@@ -97,7 +101,8 @@ t.test('Compose has every part, each with a restart policy and a health check', 
     const oneShot = s.restart === 'no'
     if (oneShot) t.ok(Object.values(services).some((o) => o.depends_on?.[name]?.condition === 'service_completed_successfully'), `${name} runs once, before the service that needs it`)
     else t.ok(s.restart === 'unless-stopped' || s.restart === 'always', `${name} restarts by itself (restart: ${s.restart ?? 'unset'})`)
-    if (!oneShot && name !== 'worker') t.ok((s.healthcheck?.test ?? []).length > 0, `${name} has a health check`)
+    if (!oneShot && s.healthcheck?.disable !== true) t.ok((s.healthcheck?.test ?? []).length > 0, `${name} has a health check`)
+    if (s.healthcheck?.disable === true) t.same(s.command, ['node', 'dist/src/llm-worker/main.js'], `${name}, without a health check, is a worker (it serves no HTTP)`)
     for (const dep of Object.keys(s.depends_on ?? {})) t.ok(services[dep], `${name} depends on ${dep}, a service`)
     for (const volume of s.volumes ?? []) {
       const source = volume.split(':')[0] as string
@@ -244,4 +249,50 @@ t.test('the Dockerfile: multi-stage, npm ci, build, dev dependencies pruned, non
   }
   const ignore = read('.dockerignore').split('\n')
   for (const entry of ['.git', 'node_modules', 'dist', '.env']) t.ok(ignore.includes(entry), `.dockerignore leaves out ${entry}`)
+})
+
+t.test('the cluster profile: three gateways on a 3-node NATS cluster, two workers, nginx with one upstream per gateway', async (t) => {
+  const inProfile = Object.entries(services).filter(([, s]) => s.profiles?.includes('cluster')).map(([name]) => name).sort()
+  t.same(inProfile, ['nats-1', 'nats-2', 'nats-3', 'nginx', 'tether-1', 'tether-2', 'tether-3', 'worker-1', 'worker-2'])
+  const known = new Set<string>(SETTINGS.map((s) => s.env))
+  const gateways = ['tether-1', 'tether-2', 'tether-3'].map((n) => services[n] as Service)
+  const nodesOf = (url: string): string[] => url.split(',').map((u) => /@(nats-\d):1883$/.exec(u)?.[1] ?? `bad: ${u}`)
+  for (const [i, g] of gateways.entries()) {
+    const env = g.environment ?? {}
+    t.same(Object.keys(env).filter((k) => !known.has(k)), [], `tether-${i + 1}: every variable is in SETTINGS`)
+    t.equal(env.INSTANCE_ID, `tether-${i + 1}`, 'a fixed INSTANCE_ID of its own')
+    t.same([...nodesOf(env.MQTT_URL ?? '')].sort(), ['nats-1', 'nats-2', 'nats-3'], 'every NATS node in MQTT_URL')
+    t.equal(nodesOf(env.MQTT_URL ?? '')[0], `nats-${i + 1}`, 'starting on a node of its own')
+    t.equal(env.MQTT_SUBSCRIBE_QOS, '0', 'subscriptions off JetStream (docs/brokers.md)')
+    t.match(env.DATABASE_URL ?? '', /@postgres:5432\//, 'one database for all')
+  }
+  const workerKnown = new Set<string>(WORKER_SETTINGS.map((s) => s.env))
+  for (const name of ['worker-1', 'worker-2']) {
+    const env = services[name]?.environment ?? {}
+    t.same(Object.keys(env).filter((k) => !workerKnown.has(k)), [], `${name}: every variable is in WORKER_SETTINGS`)
+    t.equal(env.WORKER_ID, name)
+    t.equal(env.MQTT_SUBSCRIBE_QOS, '0')
+    t.notOk(env.MQTT_URL?.includes('tether-gateway'), 'with the workers\' broker account')
+  }
+  for (const name of ['nats-1', 'nats-2', 'nats-3']) {
+    t.equal(services[name]?.environment?.NATS_NAME, name, `${name} names itself`)
+    t.equal(hostPath(services[name] as Service, '/tether/nats.conf'), 'deploy/nats/nats.conf')
+  }
+  const nats = findExecutable('nats-server')
+  if (nats === undefined) {
+    t.fail('nats-server is not installed: .ci/run installs it')
+  } else {
+    const checked = spawnSync(nats, ['-t', '-c', join(ROOT, 'deploy/nats/nats.conf')], { env: { PATH: process.env.PATH ?? '', NATS_NAME: 'nats-1', MQTT_GATEWAY_PASSWORD: 'x', MQTT_WORKER_PASSWORD: 'y' }, encoding: 'utf8' })
+    t.equal(checked.status, 0, `nats-server -t accepts deploy/nats/nats.conf: ${checked.stderr}${checked.stdout}`)
+  }
+  // nginx renders the shipped site with the sed line in its command: run that very line here.
+  const nginx = services.nginx as Service
+  const script = (Array.isArray(nginx.command) ? nginx.command.join('\n') : nginx.command ?? '')
+  const sedLine = script.split('\n').find((l) => l.trim().startsWith('sed ')) ?? ''
+  t.equal(hostPath(nginx, '/tether/tether.conf'), 'deploy/nginx/tether.conf')
+  const rendered = spawnSync('sh', ['-ec', sedLine.replace('/tether/tether.conf', join(ROOT, 'deploy/nginx/tether.conf')).replace(/ > \S+$/, '')], { encoding: 'utf8' })
+  t.equal(rendered.status, 0, rendered.stderr)
+  const servers = rendered.stdout.split('\n').filter((l) => /^\s*server\s+[^{]/.test(l))
+  t.same(servers.map((l) => l.trim()), ['tether-1', 'tether-2', 'tether-3'].map((h) => `server ${h}:8000 max_fails=1 fail_timeout=5s;`), 'one upstream server line per gateway, parameters kept')
+  t.ok(nginx.depends_on !== undefined && ['tether-1', 'tether-2', 'tether-3'].every((g) => nginx.depends_on?.[g] !== undefined), 'nginx waits for the gateways')
 })
