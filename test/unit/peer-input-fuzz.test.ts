@@ -9,7 +9,7 @@ import t from 'tap'
 import { createTokens } from '../../src/auth/tokens.js'
 import { parseJsonObject, checkText, checkId } from '../../src/http/validate.js'
 import { parseChatRequest } from '../../src/llm-worker/request-envelope.js'
-import { parseHeartbeat, parseReply } from '../../src/mqtt/protocol.js'
+import { parseHeartbeat, parseReply, parseResume } from '../../src/mqtt/protocol.js'
 import { parseFrame } from '../../src/ws/frames.js'
 import { hintFrame } from '../../src/ws/hint-hub.js'
 import { pickToken } from '../../src/ws/upgrade.js'
@@ -52,6 +52,8 @@ function feed (bytes: Buffer): void {
   if (reply.ok) JSON.stringify(reply.reply)
   const beat = parseHeartbeat(Buffer.from(bytes), 'w1')
   if (beat.ok) JSON.stringify(beat.heartbeat)
+  const resume = parseResume(Buffer.from(bytes))
+  if (resume !== null) JSON.stringify(resume)
   const request = parseChatRequest(bytes, 'llm/chat/reply/')
   if (request.ok) JSON.stringify(request.request)
   const hint = hintFrame('s1', bytes, 1)

@@ -99,7 +99,7 @@ const repliesTo = (link: ReturnType<typeof fakeLink>, id: string): any[] => link
 
 t.test('it subscribes with the shared filter and routes messages of the plain topic to itself', async (t) => {
   const { link } = setup()
-  t.same([...link.subscribed.keys()], ['$share/pool/llm/chat/request', 'llm/chat/cancel'], 'cancels on their own, never shared')
+  t.same([...link.subscribed.keys()], ['$share/pool/llm/chat/request', 'llm/chat/cancel', 'llm/chat/resume'], 'cancels and resumes on their own, never shared')
   t.equal(link.subscribed.get('$share/pool/llm/chat/request')?.deliverAs, 'llm/chat/request')
 })
 
@@ -275,7 +275,7 @@ t.test('stop unsubscribes, waits out the grace period on the clock, then aborts 
   const handler = link.subscribed.get(topics.subscription)?.handler
   let stopped = false
   const stopping = worker.stop(1000).then(() => { stopped = true })
-  t.same([...link.subscribed.keys()], ['llm/chat/cancel'], 'requests unsubscribed at once; cancels still heard during the grace')
+  t.same([...link.subscribed.keys()], ['llm/chat/cancel', 'llm/chat/resume'], 'requests unsubscribed at once; cancels and resumes still heard during the grace')
   handler?.(Buffer.from(JSON.stringify(request({ request_id: 'late' }))), topics.requests)
   t.same(repliesTo(link, 'late'), [{ type: 'error', error: 'worker shutting down' }], 'a message delivered after stop began is answered at once')
   clock.increment(999)
@@ -301,4 +301,37 @@ t.test('stop resolves as soon as the last request finishes within the grace peri
   upstream.calls[0]?.end()
   await stopping
   t.same(repliesTo(link, r.request_id).at(-1), { type: 'done', content: 'ok' })
+})
+
+t.test('a resume from another gateway: its user\'s request is re-sent after after_seq to the new reply_to and goes on there; kept 60 s after the end', async (t) => {
+  const { link, upstream, clock } = setup()
+  const r = request({ deadline: 1_000_000 })
+  link.deliver(r)
+  await flush()
+  upstream.calls[0]?.push('a')
+  upstream.calls[0]?.push('b')
+  await flush()
+  const resume = (over: Record<string, unknown> = {}): void => {
+    link.subscribed.get('llm/chat/resume')?.handler(Buffer.from(JSON.stringify({ v: 1, request_id: r.request_id, reply_to: 'llm/chat/reply/gw2', after_seq: 1, user_id: 'u', from: 'gw2', ...over })), 'llm/chat/resume')
+  }
+  const before = link.published.length
+  resume({ user_id: 'someone-else' })
+  resume({ reply_to: 'elsewhere/gw2' })
+  resume({ request_id: 'unknown-request' })
+  t.equal(link.published.length, before, 'another user, a topic outside the reply topics, a request it never had: silence')
+  resume()
+  const sent = link.published.slice(before)
+  t.same(sent.map((p) => [p.topic, p.type, p.seq]), [['llm/chat/reply/gw2', 'resumed', undefined], ['llm/chat/reply/gw2', 'chunk', 2]])
+  t.match(sent[0], { session_id: 's', user_id: 'u', deadline: 1_000_000 })
+  upstream.calls[0]?.push('c')
+  upstream.calls[0]?.end()
+  await flush()
+  t.same(link.published.slice(before + 2).map((p) => [p.topic, p.type]), [['llm/chat/reply/gw2', 'chunk'], ['llm/chat/reply/gw2', 'done']], 'the rest goes to the new gateway')
+  const afterEnd = link.published.length
+  resume({ reply_to: 'llm/chat/reply/gw3', after_seq: 0 })
+  t.same(link.published.slice(afterEnd).map((p) => [p.type, p.seq]), [['resumed', undefined], ['chunk', 1], ['chunk', 2], ['chunk', 3], ['done', undefined]], 'a finished one: all of it and its end')
+  clock.increment(60_001)
+  const late = link.published.length
+  resume({ reply_to: 'llm/chat/reply/gw4', after_seq: 0 })
+  t.equal(link.published.length, late, 'forgotten after 60 s')
 })

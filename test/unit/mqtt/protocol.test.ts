@@ -1,5 +1,5 @@
 import t from 'tap'
-import { encodeRequest, parseHeartbeat, parseReply } from '../../../src/mqtt/protocol.js'
+import { encodeRequest, encodeResume, parseHeartbeat, parseReply, parseResume } from '../../../src/mqtt/protocol.js'
 import { createTopics } from '../../../src/mqtt/topics.js'
 import { demoReply } from '../../../src/mqtt/demo-responder.js'
 
@@ -64,4 +64,27 @@ t.test('heartbeats: the payload names its topic\'s worker, numbers are bounded, 
   t.same(parseHeartbeat(hb({ status: 'asleep' }), 'w'), { ok: false, reason: 'malformed' })
   t.match(parseHeartbeat(Buffer.from('{"v":1,"worker_id":"w","status":"offline"}'), 'w'), { ok: true, heartbeat: { status: 'offline' } })
   t.match(parseHeartbeat(hb({ status: 'draining' }), 'w'), { ok: true, heartbeat: { status: 'draining' } })
+})
+
+t.test('several gateways: a resume round-trips; one with a wildcard reply topic, a bad id or a negative after_seq is refused', async (t) => {
+  const resume = { v: 1 as const, request_id: 'r-1', reply_to: 'llm/chat/reply/gw-b', after_seq: 3, user_id: 'u-1', from: 'gw-b' }
+  t.same(parseResume(encodeResume(resume)), resume)
+  t.same(parseResume(encodeResume({ ...resume, user_id: null })), { ...resume, user_id: null }, 'relay mode asks with no user')
+  for (const bad of [{ reply_to: 'llm/chat/reply/#' }, { reply_to: 'llm/+/x' }, { request_id: 'a/b' }, { from: '' }, { after_seq: -1 }, { after_seq: 1.5 }, { user_id: 7 }, { v: 2 }]) {
+    t.equal(parseResume(JSON.stringify({ ...resume, ...bad })), null, JSON.stringify(bad))
+  }
+  t.equal(parseResume(Buffer.alloc(5000, ' ')), null, 'past 4 KB it is not read')
+})
+
+t.test('several gateways: resumed, handover and replay parse on the reply topic; malformed ones do not', async (t) => {
+  t.match(parseReply('{"v":1,"request_id":"r","type":"resumed","session_id":"s","user_id":"u","deadline":5,"worker_id":"w"}'), { ok: true, reply: { type: 'resumed', session_id: 's', user_id: 'u', deadline: 5, worker_id: 'w' } })
+  t.match(parseReply('{"v":1,"request_id":"r","type":"handover","from":"gw-a"}'), { ok: true, reply: { type: 'handover', from: 'gw-a' } })
+  t.match(parseReply('{"v":1,"request_id":"r","type":"replay","from":"gw-a","chunks":["a\\u0000","b"],"end":{"type":"error","error":"llm_stalled","message":"m"}}'), { ok: true, reply: { type: 'replay', chunks: ['a', 'b'], end: { type: 'error', error: 'llm_stalled' } } })
+  for (const bad of [
+    '{"v":1,"request_id":"r","type":"resumed","session_id":"s/x","user_id":"u","deadline":5}',
+    '{"v":1,"request_id":"r","type":"resumed","session_id":"s","user_id":"u","deadline":"soon"}',
+    '{"v":1,"request_id":"r","type":"handover"}',
+    '{"v":1,"request_id":"r","type":"replay","from":"a","chunks":[1],"end":{"type":"done","message_id":"m","content":""}}',
+    '{"v":1,"request_id":"r","type":"replay","from":"a","chunks":[],"end":{"type":"done"}}'
+  ]) t.match(parseReply(bad), { ok: false }, bad)
 })
