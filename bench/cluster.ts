@@ -7,8 +7,13 @@
  * the same cores, so aggregate throughput cannot grow; what the figures show is what each added
  * instance costs (presence heartbeats, more broker connections, more subscriptions).
  *
+ * BENCH_NGINX=1 runs each N a second time through a real nginx (Debian's package) with the
+ * shipped deploy/nginx/tether.conf and one upstream server line per gateway: the same chats
+ * through the load balancer users would have in front.
+ *
  * Env: BENCH_GATEWAYS (1,2,3), BENCH_CONCURRENCY (64), BENCH_SECONDS (10), BENCH_WARMUP_SECONDS
- * (2), plus the common BENCH_* variables and MOSQUITTO_BIN. Loopback only; bounded runs.
+ * (2), BENCH_NGINX (0), plus the common BENCH_* variables and MOSQUITTO_BIN. Loopback only;
+ * bounded runs.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -24,6 +29,8 @@ import { writeResults } from './lib/results.js'
 import { createRun, log } from './lib/run.js'
 import { commandLine, envReader, readCommonSettings } from './lib/settings.js'
 import { startWorker } from './lib/worker.js'
+import { findExecutable } from '../test/fixtures/broker.js'
+import { startNginx } from '../test/fixtures/nginx.js'
 
 const TAG = 'bench:cluster'
 const r = envReader(TAG)
@@ -33,6 +40,7 @@ const CONCURRENCY = r.int('BENCH_CONCURRENCY', 64, 1, 4096)
 const MEASURE_S = r.number('BENCH_SECONDS', 10, 1, 120)
 const WARMUP_S = r.number('BENCH_WARMUP_SECONDS', 2, 0, 60)
 const SESSIONS = 256
+const NGINX = r.int('BENCH_NGINX', 0, 0, 1) === 1
 
 const run = createRun(TAG)
 
@@ -48,7 +56,9 @@ async function main (): Promise<number> {
   const worker = await startWorker({ url: broker.url, prefix: TOPIC_PREFIX, silent: false, chunks: 0, logFile: join(dir, 'worker.log') })
   run.defer(async () => { await worker.stop() })
   const authSecret = randomBytes(32).toString('hex')
-  const rows: Array<{ gateways: number, result: RunResult, cpu: number }> = []
+  const rows: Array<{ gateways: number, via: 'direct' | 'nginx', result: RunResult, cpu: number }> = []
+  const nginxBin = NGINX ? findExecutable('nginx') : undefined
+  if (NGINX && nginxBin === undefined) throw new Error('BENCH_NGINX=1 needs nginx (apt-get install nginx)')
   const failures: string[] = []
   for (const n of COUNTS) {
     const gateways: Gateway[] = []
@@ -63,35 +73,47 @@ async function main (): Promise<number> {
       }
       const pids: Record<string, number | undefined> = { broker: broker.proc.child.pid, worker: worker.proc.child.pid }
       gateways.forEach((g, i) => { pids[`gateway${i}`] = g.proc.child.pid })
-      const result = await runLoad({
+      const load = async (ports: number[]): Promise<RunResult> => await runLoad({
         cmd: 'http',
         opts: {
-          host: '127.0.0.1', port: (gateways[0] as Gateway).port, ports: gateways.map((g) => g.port), concurrency: CONCURRENCY, warmupS: WARMUP_S, measureS: MEASURE_S, drainMs: 5000,
+          host: '127.0.0.1', port: ports[0] as number, ports, concurrency: CONCURRENCY, warmupS: WARMUP_S, measureS: MEASURE_S, drainMs: 5000,
           sessionIds: syntheticSessionIds(SESSIONS), expect: 'echo: hello', maxRequests: 5_000_000
         },
         maxLifeMs: (WARMUP_S + MEASURE_S) * 1000 + 20_000
       }, dir, pids)
-      const cpu = gateways.reduce((sum, _g, i) => sum + (result.cpu_percent[`gateway${i}`] ?? 0), 0)
-      rows.push({ gateways: n, result, cpu })
-      log(`${TAG}: ${n} gateway(s): ${result.rps} req/s, p50 ${result.latency.p50_ms} ms, p99 ${result.latency.p99_ms} ms, statuses ${JSON.stringify(result.statuses)}, gateways' CPU ${cpu}% of a core`)
+      const cpuOf = (result: RunResult): number => gateways.reduce((sum, _g, i) => sum + (result.cpu_percent[`gateway${i}`] ?? 0), 0)
+      const direct = await load(gateways.map((g) => g.port))
+      rows.push({ gateways: n, via: 'direct', result: direct, cpu: cpuOf(direct) })
+      log(`${TAG}: ${n} gateway(s): ${direct.rps} req/s, p50 ${direct.latency.p50_ms} ms, p99 ${direct.latency.p99_ms} ms, statuses ${JSON.stringify(direct.statuses)}, gateways' CPU ${cpuOf(direct)}% of a core`)
+      if (nginxBin !== undefined) {
+        const stops: Array<() => unknown> = []
+        try {
+          const nginx = await startNginx({ teardown: (fn) => { stops.push(fn) } }, nginxBin, { upstream: gateways.map((g) => `127.0.0.1:${g.port}`), chatReadTimeoutS: 120 })
+          const via = await load([nginx.port])
+          rows.push({ gateways: n, via: 'nginx', result: via, cpu: cpuOf(via) })
+          log(`${TAG}: ${n} gateway(s) through nginx: ${via.rps} req/s, p50 ${via.latency.p50_ms} ms, p99 ${via.latency.p99_ms} ms, statuses ${JSON.stringify(via.statuses)}`)
+        } finally {
+          for (const stop of stops) await stop()
+        }
+      }
     } catch (err) {
       failures.push(`${n} gateways: ${(err as Error).message}`)
     } finally {
       for (const g of gateways) await g.stop()
     }
   }
-  const base = rows.find((row) => row.gateways === 1)?.result.rps
+  const base = rows.find((row) => row.gateways === 1 && row.via === 'direct')?.result.rps
   const machine = machineInfo(mosquittoVersion(common.mosquittoBin))
   const lines = [
     `### bench:cluster — ${startedAt}`,
     '',
-    `Command: \`${commandLine('bench:cluster', ['BENCH_GATEWAYS', 'BENCH_CONCURRENCY', 'BENCH_SECONDS', 'BENCH_WARMUP_SECONDS'])}\``,
+    `Command: \`${commandLine('bench:cluster', ['BENCH_GATEWAYS', 'BENCH_CONCURRENCY', 'BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_NGINX'])}\``,
     '',
     `Machine: ${JSON.stringify(machine)}; load average ${loadAverage1m()} at end. Relay mode, echo worker with 0 chunks, c=${CONCURRENCY} spread round robin, ${WARMUP_S} s warm-up + ${MEASURE_S} s.`,
     '',
-    '| gateways | req/s | vs 1 gateway | p50 ms | p99 ms | gateways\' CPU (% of one core) | broker CPU | errors |',
-    '|---:|---:|---:|---:|---:|---:|---:|---|',
-    ...rows.map((row) => `| ${row.gateways} | ${row.result.rps.toLocaleString('en-US')} | ${base === undefined ? '-' : `${((row.result.rps / base - 1) * 100).toFixed(1)}%`} | ${row.result.latency.p50_ms} | ${row.result.latency.p99_ms} | ${row.cpu} | ${row.result.cpu_percent.broker ?? '-'} | ${JSON.stringify(row.result.errors)} |`),
+    '| gateways | via | req/s | vs 1 gateway direct | p50 ms | p99 ms | gateways\' CPU (% of one core) | broker CPU | errors |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---|',
+    ...rows.map((row) => `| ${row.gateways} | ${row.via} | ${row.result.rps.toLocaleString('en-US')} | ${base === undefined ? '-' : `${((row.result.rps / base - 1) * 100).toFixed(1)}%`} | ${row.result.latency.p50_ms} | ${row.result.latency.p99_ms} | ${row.cpu} | ${row.result.cpu_percent.broker ?? '-'} | ${JSON.stringify(row.result.errors)} |`),
     ...(failures.length > 0 ? ['', `Failures: ${failures.join('; ')}`] : [])
   ]
   process.stdout.write(`${lines.join('\n')}\n`)

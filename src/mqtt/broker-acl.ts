@@ -27,6 +27,12 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
     // per-user rule (Mosquitto applies %c patterns to every account, workers included).
     { access: 'readwrite', topic: 'gateways/+' },
     { access: 'read', topic: 'chat/reply/%c' },
+    // v1.1, several gateways: a gateway asks the others and the workers for a stream it does not
+    // hold, and hands a stream over or replays it on the asking gateway's reply topic.
+    { access: 'readwrite', topic: 'cluster/resume' },
+    { access: 'write', topic: 'chat/resume' },
+    { access: 'write', topic: 'chat/resume/+' },
+    { access: 'write', topic: 'chat/reply/+' },
     { access: 'read', topic: 'hints/+' },
     { access: 'write', topic: 'state/+' },
     { access: 'readwrite', topic: 'probe/%c' }
@@ -38,6 +44,9 @@ export const BROKER_ACL: Readonly<Record<BrokerRole, readonly AclRule[]>> = Obje
     { access: 'write', topic: 'workers/%c' },
     { access: 'read', topic: 'chat/request/%c' },
     { access: 'read', topic: 'chat/cancel/%c' },
+    // v1.1: a gateway asks for a stream to be re-sent to it (every worker, or this one).
+    { access: 'read', topic: 'chat/resume' },
+    { access: 'read', topic: 'chat/resume/%c' },
     { access: 'write', topic: 'chat/reply/+' },
     { access: 'write', topic: 'hints/+' },
     { access: 'read', topic: 'state/+' },

@@ -87,6 +87,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="value" id="pending">&ndash;</div>
     <div class="muted small">chats waiting for an LLM worker</div>
     <div class="muted small">resumable streams <span id="streams">&ndash;</span> &middot; replay buffers <span id="stream-bytes">&ndash;</span> of <span id="stream-max">&ndash;</span></div>
+    <div class="muted small">resumed from other gateways <span id="takeovers">&ndash;</span></div>
   </section>
   <section class="card">
     <h2>LLM workers</h2>
@@ -290,6 +291,9 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     text('streams', String(report.streams.count));
     text('stream-bytes', bytes(report.streams.buffer_bytes));
     text('stream-max', bytes(report.streams.buffer_max_bytes));
+    const took = report.takeovers || {};
+    const tookTotal = Object.values(took).reduce((a, b) => a + b, 0);
+    text('takeovers', tookTotal === 0 ? 'none' : tookTotal + ' (' + Object.entries(took).map(([k, v]) => k.replace('_', ' ') + ' ' + v).join(', ') + ')');
 
     var refused = report.protection.refused, refusedTotal = 0, parts = [];
     for (var limit in refused) { refusedTotal += refused[limit]; parts.push(limit + ' ' + refused[limit]); }

@@ -26,6 +26,8 @@ export interface StatusCounters {
   limitsRefused?: readonly Sample[]
   /** tether_handler_errors_total */
   handlerErrors?: readonly Sample[]
+  /** tether_stream_takeovers_total */
+  takeovers?: readonly Sample[]
 }
 
 
@@ -60,6 +62,8 @@ export interface StatusReport {
   streams: { count: number, buffer_bytes: number, buffer_max_bytes: number }
   /** Live gateways on this broker, this one included (/api/health/cluster). */
   gateways: number
+  /** Streams clients resumed here that another gateway had started, by how they ended (tether_stream_takeovers_total), since start. */
+  takeovers: Record<string, number>
   /** Announced LLM workers: how they are used (WORKER_PRESENCE), counts by state, capacity, and this gateway's chats on them. */
   workers: { mode: string, announced: boolean, online: number, suspect: number, offline: number, capacity: number, in_flight: number }
   websockets: { hints: number, chat: number, hint_sessions: number }
@@ -128,6 +132,8 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
   for (const { labels, value } of counters.chatOutcomes) chats[String(labels.outcome)] = value
   const refused: Record<string, number> = {}
   for (const { labels, value } of counters.limitsRefused ?? []) if (value > 0) refused[String(labels.limit)] = value
+  const takeovers: Record<string, number> = {}
+  for (const { labels, value } of counters.takeovers ?? []) if (value > 0) takeovers[String(labels.result)] = value
   let handlerErrors = 0
   for (const { value } of counters.handlerErrors ?? []) handlerErrors += value
   const ws = (endpoint: string): number => counters.wsConnections.find((s) => s.labels.endpoint === endpoint)?.value ?? 0
@@ -152,6 +158,7 @@ export function computeStatus (src: RuntimeView, counters: StatusCounters): Stat
     pending_requests: health.mqtt.pending_requests,
     streams: (() => { const s = src.streams(); return { count: s.count, buffer_bytes: s.bytes, buffer_max_bytes: s.maxBytes } })(),
     gateways: src.gateways(),
+    takeovers,
     workers: (() => { const w = src.workers(); return { mode: w.mode, announced: w.announced, online: w.online, suspect: w.suspect, offline: w.offline, capacity: w.capacity, in_flight: w.in_flight } })(),
     websockets: { hints: ws('hints'), chat: ws('chat'), hint_sessions: mqtt.subscribers.hint_sessions },
     event_loop: { lag_p99_ms: health.event_loop.lag_p99_ms, lag_degraded_ms: src.lagDegradedMs },

@@ -91,6 +91,7 @@ t.test('a live stream resumed on another gateway is handed over: the rest of it,
   t.equal(done.content, 'one two')
   t.notOk(second.frames.some((f) => f.type === 'chunk' && f.seq === 1), 'nothing the client had is sent again')
   t.equal(await b.metric('tether_stream_takeovers_total', { result: 'handed_over' }), 1)
+  t.same((await b.request('GET', '/api/status')).json.takeovers, { handed_over: 1 }, 'the status page says so')
   await waitFor(async () => (await assistantTurns(a, sessionId, a.token)).length === 1, { timeoutMs: 10_000, what: 'the reply stored' })
   t.same((await assistantTurns(a, sessionId, a.token)).map(({ content, status }) => ({ content, status })), [{ content: 'one two', status: 'complete' }], 'stored once, whole')
   t.equal(await a.metric('tether_chat_pending_requests') + await b.metric('tether_chat_pending_requests'), 0, 'nothing left in flight on either gateway')

@@ -44,9 +44,9 @@ export function statusApiHandler ({ hooks, sources, registry, log }: StatusRoute
   }
   return (res, req) => {
     const ex = openExchange(res, req, ROUTES.statusApi.path)
-    Promise.all([samples('tether_http_responses_total'), samples('tether_chat_requests_total'), samples('tether_ws_connections'), samples('tether_limits_refused_total'), samples('tether_handler_errors_total')]).then(
-      ([httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors]) => {
-        sendJson(hooks, ex, 200, computeStatus(sources, { httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors }), [['cache-control', 'no-store']])
+    Promise.all([samples('tether_http_responses_total'), samples('tether_chat_requests_total'), samples('tether_ws_connections'), samples('tether_limits_refused_total'), samples('tether_handler_errors_total'), samples('tether_stream_takeovers_total')]).then(
+      ([httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors, takeovers]) => {
+        sendJson(hooks, ex, 200, computeStatus(sources, { httpResponses, chatOutcomes, wsConnections, limitsRefused, handlerErrors, takeovers }), [['cache-control', 'no-store']])
       },
       (err: Error) => {
         log.error({ err: err.message }, 'collecting the status report failed')
