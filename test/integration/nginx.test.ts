@@ -22,7 +22,7 @@ import { freePort, canConnect } from '../fixtures/ports.js'
 import { chunk, done, echo, startScriptedWorker, type ChatRequest, type Reply, type ScriptedWorker } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl } from '../fixtures/ws-client.js'
-import { locationBlock, seconds, startNginx, template } from '../fixtures/nginx.js'
+import { locationBlock, seconds, shippedSite, startNginx } from '../fixtures/nginx.js'
 
 /**
  * The shipped file's rule (its comments): the chat route's proxy_read_timeout is
@@ -66,6 +66,8 @@ function request (port: number, method: string, path: string, options: { body?: 
     req.end(options.body)
   })
 }
+
+const template = shippedSite()
 
 t.test('the shipped file keeps its timeouts above Tether\'s deadlines and its body limit at MAX_BODY_BYTES', async (t) => {
   const chatTimeoutMs = fallback('CHAT_TIMEOUT_MS')
