@@ -4,10 +4,12 @@
  * 3-node NATS cluster with MQTT (each process starts on a different node) and one PostgreSQL.
  *
  * - 2,000 chats through nginx at c=64: every one answered once, every request run once by a worker.
- * - A hint published once, on the third node, reaches every socket of its session on all three gateways once.
- * - One gateway SIGKILLed while 100 streams run through it: each client, reconnecting through
- *   nginx, resumes and gets the rest of its answer (its worker re-sends it) within 2 s or the
- *   stream ends stream_interrupted; nothing is left in flight anywhere.
+ * - A hint published once, on the third node, reaches every socket of its session on all three
+ *   gateways once (sockets opened on each gateway and through nginx).
+ * - One gateway SIGKILLed while 100 WebSocket and 10 event streams run through it: each client,
+ *   reconnecting through nginx (`resume`, or GET /api/chatbot/streams with Last-Event-ID), gets
+ *   the rest of its answer (its worker re-sends it) within 2 s or the stream ends
+ *   stream_interrupted; nothing is left in flight anywhere.
  * - One NATS node SIGKILLed: whoever was on it reconnects to another node, chats go on.
  * - Failed logins spread over the gateways trip the limit at the same count as on one.
  */
@@ -31,6 +33,7 @@ const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789'
 const CHATS = 2000
 const CONCURRENCY = 64
 const STREAMS = 100
+const SSE_STREAMS = 10
 const LOGIN_MAX_FAILURES = 5
 /** Tokens of a streamed answer and the pause between them: 100 streams are all mid-way when the gateway dies. */
 const STREAM_TOKENS = 12
@@ -108,6 +111,68 @@ async function metric (port: number, name: string, labels: Record<string, string
     if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3])
   }
   return sum
+}
+
+interface SseEvent { event: string, data: any, id?: string }
+interface SseStream { status: Promise<number>, requestId: Promise<string>, events: SseEvent[], ended: Promise<void>, until: (match: (e: SseEvent) => boolean, timeoutMs: number) => Promise<SseEvent> }
+
+/** An event stream (a streamed chat, or a resume of one), its events parsed as they come. */
+function sse (port: number, method: 'POST' | 'GET', path: string, token: string, body?: unknown, lastEventId?: string): SseStream {
+  const events: SseEvent[] = []
+  const wake = new Set<() => void>()
+  let finished = false
+  let resolveEnded!: () => void
+  const ended = new Promise<void>((resolve) => { resolveEnded = resolve })
+  const finish = (): void => { if (!finished) { finished = true; resolveEnded(); for (const w of wake) w() } }
+  const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json', authorization: `Bearer ${token}`, ...(lastEventId !== undefined ? { 'last-event-id': lastEventId } : {}) }
+  const req = http.request({ host: '127.0.0.1', port, method, path, agent: false, headers })
+  let resolveHead!: (v: { status: number, requestId: string }) => void
+  const head = new Promise<{ status: number, requestId: string }>((resolve) => { resolveHead = resolve })
+  req.on('response', (res) => {
+    resolveHead({ status: res.statusCode ?? 0, requestId: String(res.headers['x-request-id'] ?? '') })
+    let pending = ''
+    res.setEncoding('utf8')
+    res.on('data', (d: string) => {
+      pending += d
+      let cut: number
+      while ((cut = pending.indexOf('\n\n')) !== -1) {
+        const block = pending.slice(0, cut)
+        pending = pending.slice(cut + 2)
+        let event = 'message'
+        let id: string | undefined
+        const data: string[] = []
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) event = line.slice(7)
+          else if (line.startsWith('data: ')) data.push(line.slice(6))
+          else if (line.startsWith('id: ')) id = line.slice(4)
+        }
+        let parsed: unknown = data.join('\n')
+        try { parsed = JSON.parse(parsed as string) } catch { /* kept as text */ }
+        events.push({ event, data: parsed, ...(id !== undefined ? { id } : {}) })
+      }
+      for (const w of wake) w()
+    })
+    res.on('close', finish)
+    res.on('error', finish)
+  })
+  req.on('error', () => { resolveHead({ status: 0, requestId: '' }); finish() })
+  req.end(body === undefined ? undefined : JSON.stringify(body))
+  return {
+    status: head.then((h) => h.status),
+    requestId: head.then((h) => h.requestId),
+    events,
+    ended,
+    until: async (match, timeoutMs) => await new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = events.find(match)
+        if (found !== undefined) { done(); resolve(found) } else if (finished) { done(); reject(new Error(`event stream ended: ${JSON.stringify(events).slice(0, 300)}`)) }
+      }
+      const timer = setTimeout(() => { done(); reject(new Error('timed out waiting for an event')) }, timeoutMs)
+      const done = (): void => { clearTimeout(timer); wake.delete(check) }
+      wake.add(check)
+      check()
+    })
+  }
 }
 
 const nginxBin = findExecutable('nginx')
@@ -199,6 +264,8 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
     for (const gw of gateways) {
       for (let k = 0; k < 2; k++) sockets.push(await connect(t, wsUrl(gw.port, `/api/mqtt/ws/hints/${sessionId}?token=${token}`)))
     }
+    // And through nginx, wherever it puts them.
+    for (let k = 0; k < 3; k++) sockets.push(await connect(t, wsUrl(via, `/api/mqtt/ws/hints/${sessionId}?token=${token}`)))
     const peer = await mqttPeer(t, cluster.nodes[2]?.url as string)
     await untilHintsFlow(peer, sessionId, sockets, 20_000)
     await peer.publish(`llm/hints/${sessionId}`, JSON.stringify({ hint: 'once' }))
@@ -207,7 +274,7 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
     t.ok(sockets.every((s) => s.frames.filter((f) => f?.type === 'hint' && f.data?.hint === 'once').length === 1), `each of ${sockets.length} sockets on three gateways got it exactly once`)
   })
 
-  await t.test(`one gateway SIGKILLed with ${STREAMS} streams: each resumes through nginx and ends whole or stream_interrupted within 2 s`, async (t) => {
+  await t.test(`one gateway SIGKILLed with ${STREAMS} WebSocket and ${SSE_STREAMS} event streams: each resumes through nginx and ends whole or stream_interrupted within 2 s`, async (t) => {
     const victim = gateways[0] as Proc
     const streams = await Promise.all(Array.from({ length: STREAMS }, async (_, i) => {
       const ws = await connect(t, wsUrl(victim.port, `/api/chatbot/ws?token=${token}`))
@@ -216,7 +283,11 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
       return { ws, requestId: start.request_id as string, i }
     }))
     await Promise.all(streams.map(async (s) => await s.ws.next('a first chunk', (f) => f.type === 'chunk', 20_000)))
+    // And event streams on the same gateway, resumed through nginx with Last-Event-ID.
+    const events = Array.from({ length: SSE_STREAMS }, (_, i) => sse(victim.port, 'POST', '/api/chatbot/messages', token, { session_id: sessions[i % sessions.length], content: `slow sse ${i}` }))
+    await Promise.all(events.map(async (e) => await e.until((ev) => ev.event === 'chunk', 20_000)))
     victim.child.kill('SIGKILL')
+    await Promise.all(events.map(async (e) => await e.ended))
     await Promise.all(streams.map(async (s) => await s.ws.closed))
 
     const results = await Promise.all(streams.map(async (s) => {
@@ -241,6 +312,19 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
     const slowest = Math.max(...results.map((r) => r.firstMs))
     t.ok(slowest < 2500, `each one heard within 2 s of reconnecting (slowest ${Math.round(slowest)} ms)`)
     t.comment(`after the SIGKILL: ${whole.length} streams resumed whole, ${interrupted.length} interrupted; slowest first frame ${Math.round(slowest)} ms`)
+    const sseResults = await Promise.all(events.map(async (e) => {
+      const requestId = await e.requestId
+      const ids = e.events.filter((ev) => ev.event === 'chunk').map((ev) => Number(ev.id))
+      const last = Math.max(0, ...ids)
+      const resumed = sse(via, 'GET', `/api/chatbot/streams/${requestId}`, token, undefined, String(last))
+      await resumed.ended
+      return { status: await resumed.status, last, resumed }
+    }))
+    t.ok(sseResults.every((r) => r.status === 200 || r.status === 503), `every event stream resumed through nginx: 200 or 503 (${sseResults.map((r) => r.status).join(',')})`)
+    const sseWhole = sseResults.filter((r) => r.resumed.events.some((ev) => ev.event === 'done'))
+    t.ok(sseWhole.every((r) => r.resumed.events.filter((ev) => ev.event === 'chunk').map((ev) => Number(ev.id)).every((id, k) => id === r.last + k + 1)), 'each resumed after its Last-Event-ID, no gap and no repeat')
+    t.ok(sseWhole.every((r) => r.resumed.events.find((ev) => ev.event === 'done')?.data.content === expected), 'and ended with the whole answer')
+    t.comment(`event streams resumed through nginx: ${sseWhole.length} of ${SSE_STREAMS} whole, the rest stream_interrupted`)
     for (const gw of gateways.slice(1)) {
       await waitFor(async () => await metric(gw.port, 'tether_chat_pending_requests') === 0, { timeoutMs: 20_000, what: `${gw.name} with nothing in flight` })
       await waitFor(async () => (await request(gw.port, 'GET', '/api/health/workers')).json.workers.every((w: any) => w.in_flight === 0), { timeoutMs: 20_000, what: `the workers idle as ${gw.name} sees them` })
