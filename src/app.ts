@@ -155,9 +155,11 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
     })
     core.setResumeReplies(takeover.onReply)
     // A single gateway answers an unknown stream at once, as it always has: the cluster is asked
-    // only once another gateway has been seen, and never with STREAM_TAKEOVER_TIMEOUT_MS=0.
+    // only while another gateway has been seen within the life of a stream (its deadline and
+    // its retention after), and never with STREAM_TAKEOVER_TIMEOUT_MS=0.
+    const peerWindowMs = config.chatTimeoutMs + config.streamRetainMs
     const remote = config.streamTakeoverTimeoutMs > 0
-      ? { find: (request: FindRequest) => core.cluster.peersSeen() ? takeover.find(request) : null }
+      ? { find: (request: FindRequest) => core.cluster.peersSeen(peerWindowMs) ? takeover.find(request) : null }
       : undefined
     const { routes, sockets: socketRoutes } = httpRoutes({
       config, hooks, log, clock, metrics, view, tokens, topics, link, hub, sockets, owners, chat, streams, persistence, passwords,

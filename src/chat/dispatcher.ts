@@ -110,8 +110,8 @@ export interface Dispatcher {
    * the caps apply as to a new chat (TetherError 429/503), its deadline is the request's own.
    */
   adopt: (chat: AdoptedChat, callbacks: PendingCallbacks) => void
-  /** Gives a chat in flight up to another gateway: its announced worker, or null when it has none (a v1 worker cannot resume elsewhere). */
-  handOver: (requestId: string) => string | null
+  /** The announced worker a chat in flight is with, or null (a v1 worker's, or none). */
+  workerOf: (requestId: string) => string | null
   /** False when the chat is no longer in flight. */
   cancel: (requestId: string, reason?: CancelReason) => boolean
   /**
@@ -179,6 +179,15 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       return
     }
     const reply = parsed.reply
+    if (reply.type === 'moved') {
+      // The worker answers another gateway now (a client resumed the stream there): this one
+      // lets the chat go, unless the message is not from the worker that holds it.
+      const holder = routing.workerOf(reply.request_id)
+      if (holder !== null && reply.worker_id !== holder) { options.onReplyDropped?.('foreign'); return }
+      if (registry.handOver(reply.request_id)) log.info({ request_id: reply.request_id, to: reply.to, worker_id: reply.worker_id }, 'stream moved to another gateway')
+      else options.onReplyDropped?.('unknown')
+      return
+    }
     if (reply.type === 'resumed' || reply.type === 'handover' || reply.type === 'replay') {
       if (options.onResumeReply?.(reply) !== true) options.onReplyDropped?.('unknown')
       return
@@ -299,14 +308,12 @@ export function createDispatcher (options: DispatcherOptions): Dispatcher {
       const admission = registry.admit(chat.sessionId, chat.userId)
       if (admission !== 'ok') throw refuseFor(admission)
       const wasIdle = registry.size === 0
-      registry.open(chat.requestId, chat.sessionId, Math.max(1, chat.deadline - clock.now()), callbacks, chat.userId)
+      // The worker's word for the deadline, bounded by this gateway's own.
+      registry.open(chat.requestId, chat.sessionId, Math.min(options.chatTimeoutMs, Math.max(1, chat.deadline - clock.now())), callbacks, chat.userId)
       if (chat.workerId !== null) routing.adopt(chat.requestId, chat.workerId)
       if (wasIdle) link.wake()
     },
-    handOver (requestId) {
-      const workerId = routing.workerOf(requestId)
-      return workerId !== null && registry.handOver(requestId) ? workerId : null
-    },
+    workerOf: (requestId) => routing.workerOf(requestId),
     cancel: (requestId, reason) => registry.cancel(requestId, reason),
     settled (settlement) {
       const workerId = routing.settled(settlement.requestId)

@@ -57,8 +57,12 @@ export interface GatewayPresence {
   /** Says `offline` (retained) and stops beating: a graceful stop. */
   stop: () => void
   view: () => ClusterView
-  /** Whether another gateway's live heartbeat has been seen since start: a stream this one lacks may then be elsewhere. */
-  peersSeen: () => boolean
+  /**
+   * Whether another gateway's live heartbeat was seen within `withinMs`: a stream this one lacks
+   * may then be held by it, or have been (one that died since). Never, or long ago: a single
+   * gateway, which answers an unknown stream at once.
+   */
+  peersSeen: (withinMs: number) => boolean
 }
 
 export interface GatewayPresenceOptions {
@@ -87,7 +91,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
   const under = `${options.prefix}/gateways/`
   const seen = new Map<string, { since: number, at: number, heartbeatMs: number }>()
   let running = false
-  let peers = false
+  let lastPeerAt: number | null = null
   const beat = encodeGatewayBeat({ v: 1, instance_id: options.instanceId, status: 'online', since, heartbeat_ms: options.heartbeatMs })
   const heartbeat = createHeartbeat({ link, intervalMs: options.heartbeatMs, clock, send: () => { link.publish(topic, beat, 1, undefined, true) } })
   function onBeat (payload: Buffer, t: string, retained = false): void {
@@ -106,7 +110,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
       if (seen.size >= MAX_INSTANCES) { options.onDropped?.(); return }
     }
     seen.set(id, { since: b.since, at: clock.now(), heartbeatMs: b.heartbeat_ms })
-    if (id !== options.instanceId) peers = true
+    if (id !== options.instanceId) lastPeerAt = clock.now()
   }
 
   return {
@@ -123,7 +127,7 @@ export function createGatewayPresence (options: GatewayPresenceOptions): Gateway
       link.publish(topic, '', 1, undefined, true)
       link.unsubscribe(`${under}+`)
     },
-    peersSeen: () => peers,
+    peersSeen: (withinMs) => lastPeerAt !== null && clock.now() - lastPeerAt <= withinMs,
     view () {
       const now = clock.now()
       const instances: ClusterView['instances'] = []

@@ -3,9 +3,10 @@
  * this gateway asks for a stream another one started; this gateway finds it in three steps:
  *
  * 1. It asks the other gateways on `<prefix>/cluster/resume`. The one that holds the stream
- *    answers: a finished stream it still keeps comes back whole in one `replay`; a live one is
- *    handed over — that gateway lets its chat go (nothing answered, stored or cancelled there),
- *    says `handover`, and tells the stream's worker to answer here instead.
+ *    answers: a finished stream it still keeps comes back whole in one `replay`; for a live one
+ *    it says `handover` and asks the stream's worker to answer here instead. It lets its own chat
+ *    go (nothing answered, stored or cancelled there) only when the worker says `moved`: a
+ *    worker that cannot resume leaves the stream where it was, never with nobody.
  * 2. Nobody answered within CLUSTER_HANDOVER_WAIT_MS (the gateway that held it is gone): it asks
  *    the workers on `<prefix>/chat/resume`. The worker that runs (or just ran) the request says
  *    `resumed`, re-sends every chunk from the first and goes on answering here.
@@ -52,7 +53,7 @@ export interface StreamResumeOptions {
   topics: Topics
   instanceId: string
   streams: StreamStore
-  chat: Pick<Dispatcher, 'handOver'>
+  chat: Pick<Dispatcher, 'workerOf'>
   /** Takes the chat over (run-chat.ts adoptChat with this gateway's chat path); throws a TetherError (caps). */
   adopt: (turn: { requestId: string, userId: string, sessionId: string }, worker: { workerId: string | null, deadline: number }, sink: ChatSink) => void
   clock: Clock
@@ -61,6 +62,8 @@ export interface StreamResumeOptions {
   takeoverTimeoutMs: number
   /** Lookups in flight at once; past it a resume is refused 429. */
   maxLookups?: number
+  /** Lookups in flight at once for one user; past it their resumes are refused 429. */
+  maxLookupsPerOwner?: number
   onTakeover?: (result: TakeoverResult) => void
   onHandoff?: (result: HandoffResult) => void
 }
@@ -82,9 +85,16 @@ interface Lookup {
   timer: unknown
   /** A gateway said it handed the stream over: its worker's `resumed` is on its way. */
   handedOver: boolean
+  /**
+   * The client left while it ran. A worker may already be moving the stream here, so the lookup
+   * runs on: a stream that arrives is adopted detached (its resume grace, then a cancel), so
+   * that no chat is left with nobody to end it; nothing is answered.
+   */
+  abandoned: boolean
 }
 
 const DEFAULT_MAX_LOOKUPS = 1000
+const DEFAULT_MAX_LOOKUPS_PER_OWNER = 4
 
 function endOf (end: ReplayEnd): StreamEnd {
   if (end.type === 'done') return { type: 'done', messageId: end.message_id, content: end.content, latencyMs: 0 }
@@ -106,13 +116,21 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
   const lookups = new Map<string, Lookup>()
   const replyPrefix = topics.replyTo.slice(0, topics.replyTo.length - instanceId.length)
   const maxLookups = options.maxLookups ?? DEFAULT_MAX_LOOKUPS
+  const maxPerOwner = options.maxLookupsPerOwner ?? DEFAULT_MAX_LOOKUPS_PER_OWNER
+  const perOwner = new Map<string, number>()
 
   function end (requestId: string, lookup: Lookup, outcome: Stream | TetherError, result: TakeoverResult): void {
     if (lookups.get(requestId) !== lookup) return
     lookups.delete(requestId)
+    const owner = lookup.request.ownerId
+    if (owner !== null) {
+      const n = (perOwner.get(owner) ?? 1) - 1
+      if (n <= 0) perOwner.delete(owner)
+      else perOwner.set(owner, n)
+    }
     if (lookup.timer !== null) clock.clearTimeout(lookup.timer)
     options.onTakeover?.(result)
-    lookup.request.done(outcome)
+    if (!lookup.abandoned) lookup.request.done(outcome)
   }
 
   function interrupted (requestId: string, lookup: Lookup): void {
@@ -168,7 +186,7 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
       refuse(err instanceof TetherError ? err : new TetherError('internal_error'))
       return true
     }
-    if (request.gone()) stream.detach(request.listener)
+    if (lookup.abandoned || request.gone()) stream.detach(request.listener)
     log.info({ request_id: requestId, worker_id: workerId, handed_over: lookup.handedOver, ms: clock.now() - lookup.startedAt }, 'stream taken over from another gateway')
     end(requestId, lookup, stream, lookup.handedOver ? 'handed_over' : 'worker')
     return true
@@ -189,17 +207,18 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
     }
     const stream = streams.get(requestId, resume.user_id)
     if (stream === null || stream.settled) return
-    // A v1 worker cannot answer elsewhere: the stream stays here (documented in operations.md).
-    const workerId = options.chat.handOver(requestId)
-    if (workerId === null) return
+    // The worker is asked to answer the other gateway; this gateway's chat goes only when the
+    // worker says `moved` (the dispatcher), so a worker that cannot resume leaves it here.
+    const workerId = options.chat.workerOf(requestId)
     link.publish(resume.reply_to, JSON.stringify({ v: 1, request_id: requestId, type: 'handover', from: instanceId }), 1)
-    link.publish(topics.chatResumeFor(workerId), encodeResume({ ...resume, after_seq: 0 }), 1)
+    link.publish(workerId === null ? topics.chatResume : topics.chatResumeFor(workerId), encodeResume({ ...resume, after_seq: 0 }), 1)
     options.onHandoff?.('handed_over')
-    log.info({ request_id: requestId, to: resume.from, worker_id: workerId }, 'stream handed over to another gateway')
+    log.info({ request_id: requestId, to: resume.from, worker_id: workerId }, 'stream asked for by another gateway: its worker is asked to answer there')
   }
 
   return {
-    start () { link.subscribe(topics.clusterResume, 1, onClusterResume) },
+    // Optional: a broker whose ACL predates it refuses it, and the link must not fall for that.
+    start () { link.subscribe(topics.clusterResume, 1, onClusterResume, { optional: true }) },
     stop () {
       link.unsubscribe(topics.clusterResume)
       for (const [requestId, lookup] of [...lookups]) end(requestId, lookup, new TetherError('shutting_down'), 'refused')
@@ -209,19 +228,18 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
       const refuse = (err: TetherError): () => void => { options.onTakeover?.('refused'); request.done(err); return () => {} }
       if (lookups.has(requestId)) return refuse(new TetherError('invalid_request', `Request ${requestId} is already being resumed.`))
       if (lookups.size >= maxLookups) return refuse(new TetherError('too_many_requests', 'Too many streams being resumed at once; retry shortly.', 1))
+      const owner = request.ownerId
+      if (owner !== null && (perOwner.get(owner) ?? 0) >= maxPerOwner) return refuse(new TetherError('too_many_requests', 'Too many of your streams are being resumed at once; wait for one.', 1))
       if (!link.isUp) return refuse(new TetherError('llm_unavailable', undefined, 1))
-      const lookup: Lookup = { request, startedAt: clock.now(), timer: null, handedOver: false }
+      const lookup: Lookup = { request, startedAt: clock.now(), timer: null, handedOver: false, abandoned: false }
       lookups.set(requestId, lookup)
+      if (owner !== null) perOwner.set(owner, (perOwner.get(owner) ?? 0) + 1)
       ask(topics.clusterResume, requestId, lookup, request.afterSeq)
       lookup.timer = clock.setTimeout(() => {
         lookup.timer = null
         if (!lookup.handedOver) askWorkers(requestId, lookup)
       }, options.handoverWaitMs)
-      return () => {
-        if (lookups.get(requestId) !== lookup) return
-        lookups.delete(requestId)
-        if (lookup.timer !== null) clock.clearTimeout(lookup.timer)
-      }
+      return () => { lookup.abandoned = true }
     },
     onReply (reply) {
       const lookup = lookups.get(reply.request_id)
@@ -235,10 +253,15 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
           }
           return true
         case 'replay':
-          replayed(reply.request_id, lookup, reply.chunks, reply.end)
+          // Finished: nothing runs that would need an owner.
+          if (lookup.abandoned) end(reply.request_id, lookup, new TetherError('stream_not_found'), 'refused')
+          else replayed(reply.request_id, lookup, reply.chunks, reply.end)
           return true
         case 'resumed':
           return adopt(reply.request_id, lookup, reply)
+        // The dispatcher's (to the gateway the worker leaves), never a lookup's.
+        case 'moved':
+          return false
       }
     },
     get size () { return lookups.size }

@@ -91,6 +91,16 @@ interface Job {
   end: ReplyEnvelope | null
 }
 
+/** What a resume needs of a request: who made it, its deadline, what was sent. */
+interface KeptStream {
+  requestId: string
+  sessionId: string
+  userId: string
+  deadline: number
+  parts: string[]
+  end: ReplyEnvelope | null
+}
+
 /** How long a finished request's chunks are kept for a resume, and how many at most. */
 export const RESUME_RETAIN_MS = 60_000
 export const RESUME_RETAIN_MAX = 256
@@ -118,8 +128,9 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
   }
   // The same jobs by request id, for cancels and resumes.
   const byId = new Map<string, Job>()
-  // Finished ones, oldest first, for a gateway that resumes a stream after its end was sent.
-  const finished = new Map<string, { job: Job, at: number }>()
+  // Finished ones, oldest first, for a gateway that resumes a stream after its end was sent:
+  // what a resume needs of them, not the request's history.
+  const finished = new Map<string, { kept: KeptStream, at: number }>()
   let started = false
   // What the worker announces it takes at once: its slots and its waiting line.
   const capacity = options.concurrency + options.queue
@@ -142,7 +153,8 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     jobs.delete(job)
     if (byId.get(job.request.request_id) === job) byId.delete(job.request.request_id)
     if (job.end !== null) {
-      finished.set(job.request.request_id, { job, at: clock.now() })
+      const { request_id: requestId, session_id: sessionId, user_id: userId, deadline } = job.request
+      finished.set(requestId, { kept: { requestId, sessionId, userId, deadline, parts: job.parts, end: job.end }, at: clock.now() })
       for (const [id, f] of finished) {
         if (finished.size <= RESUME_RETAIN_MAX && clock.now() - f.at < RESUME_RETAIN_MS) break
         finished.delete(id)
@@ -305,17 +317,23 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
     const resume = parseResume(payload)
     if (resume === null || !resume.reply_to.startsWith(topics.replyPrefix)) return
     const live = byId.get(resume.request_id)
-    const kept = finished.get(resume.request_id)
-    const job = live ?? (kept !== undefined && clock.now() - kept.at < RESUME_RETAIN_MS ? kept.job : undefined)
-    if (job === undefined) return
-    const { request } = job
-    if (resume.user_id !== null && resume.user_id !== request.user_id) return
-    if (live !== undefined) job.replyTo = resume.reply_to
-    log.info({ request_id: request.request_id, to: resume.from, after_seq: resume.after_seq, finished: live === undefined }, 'stream resumed by another gateway')
+    const old = finished.get(resume.request_id)
+    const kept: KeptStream | undefined = live !== undefined
+      ? { requestId: live.request.request_id, sessionId: live.request.session_id, userId: live.request.user_id, deadline: live.request.deadline, parts: live.parts, end: live.end }
+      : (old !== undefined && clock.now() - old.at < RESUME_RETAIN_MS ? old.kept : undefined)
+    if (kept === undefined) return
+    if (resume.user_id !== null && resume.user_id !== kept.userId) return
     const to = resume.reply_to
-    replies.publish(to, { v: 1, request_id: request.request_id, type: 'resumed', session_id: request.session_id, user_id: request.user_id, deadline: request.deadline })
-    for (let seq = resume.after_seq + 1; seq <= job.parts.length; seq++) replies.publish(to, chunkReply(request.request_id, job.parts[seq - 1] as string, seq))
-    if (job.end !== null) replies.publish(to, job.end)
+    if (live !== undefined && live.replyTo !== to) {
+      // The gateway it leaves lets its chat go on this (and sends no cancel); said before the
+      // move, on the same topic as everything it had from here.
+      replies.publish(live.replyTo, { v: 1, request_id: kept.requestId, type: 'moved', to: resume.from })
+      live.replyTo = to
+    }
+    log.info({ request_id: kept.requestId, to: resume.from, after_seq: resume.after_seq, finished: live === undefined }, 'stream resumed by another gateway')
+    replies.publish(to, { v: 1, request_id: kept.requestId, type: 'resumed', session_id: kept.sessionId, user_id: kept.userId, deadline: kept.deadline })
+    for (let seq = resume.after_seq + 1; seq <= kept.parts.length; seq++) replies.publish(to, chunkReply(kept.requestId, kept.parts[seq - 1] as string, seq))
+    if (kept.end !== null) replies.publish(to, kept.end)
   }
 
   function onDown (): void {
@@ -335,11 +353,12 @@ export function createLlmWorker (options: LlmWorkerOptions): LlmWorker {
       link.events.on('down', onDown)
       link.subscribe(topics.subscription, 1, onRequest, { deliverAs: topics.requests })
       link.subscribe(topics.cancel, 1, onCancel)
-      link.subscribe(topics.resume, 1, onResume)
+      // Optional: a broker whose ACL predates resumes refuses them, and the worker works on without.
+      link.subscribe(topics.resume, 1, onResume, { optional: true })
       if (announce !== undefined) {
         link.subscribe(topics.direct, 1, onRequest)
         link.subscribe(topics.directCancel, 1, onCancel)
-        link.subscribe(topics.directResume, 1, onResume)
+        link.subscribe(topics.directResume, 1, onResume, { optional: true })
         presence?.start()
       }
     },

@@ -110,6 +110,11 @@ export interface SubscribeOptions {
    * (`<prefix>/workers/`). Matched only when no exact route does, so replies pay nothing.
    */
   deliverUnder?: string
+  /**
+   * A broker that refuses this one (an ACL from before it existed) costs only what it carries,
+   * logged: it is subscribed on its own, and its refusal does not rebuild the link.
+   */
+  optional?: boolean
 }
 
 const HISTORY = 50
@@ -127,7 +132,7 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
   const keepaliveMs = options.keepaliveS * 1000
   const events = new EventEmitter<LinkEvents>()
   // Keyed by the subscribed filter (what is restored and unsubscribed)...
-  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string, retained?: boolean) => void, deliverAs: string, under: string | undefined }>()
+  const handlers = new Map<string, { qos: QoS, handler: (payload: Buffer, topic: string, retained?: boolean) => void, deliverAs: string, under: string | undefined, optional: boolean }>()
   // ...and by the topic messages arrive with (what incoming messages are matched against).
   const routes = new Map<string, (payload: Buffer, topic: string, retained?: boolean) => void>()
   // ...and the few wildcard ones, by the topic prefix their messages share.
@@ -300,12 +305,21 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
     const c = client
     if (c === null) return
     const map: Record<string, { qos: QoS }> = { [options.probeTopic]: { qos: 0 } }
-    for (const [topic, entry] of handlers) map[topic] = { qos: capped(entry.qos) }
+    for (const [topic, entry] of handlers) {
+      if (entry.optional) subscribeOptional(c, topic, entry.qos)
+      else map[topic] = { qos: capped(entry.qos) }
+    }
     c.subscribe(map, (err) => {
       if (err !== null && err !== undefined) {
         log.error({ err: err.message }, 'restoring subscriptions failed; rebuilding the link')
         send({ type: 'CONNECTION_LOST', reason: `subscribe failed: ${err.message}` })
       }
+    })
+  }
+
+  function subscribeOptional (c: MqttClient, topic: string, qos: QoS): void {
+    c.subscribe(topic, { qos: capped(qos) }, (err) => {
+      if (err !== null && err !== undefined) log.warn({ topic, err: err.message }, 'the broker refused an optional subscription (its ACL predates it?); going on without it')
     })
   }
 
@@ -419,10 +433,14 @@ export function createMqttLink (options: MqttLinkOptions): MqttLink {
       }
       const under = subscribeOptions?.deliverUnder
       const deliverAs = subscribeOptions?.deliverAs ?? topic
-      handlers.set(topic, { qos, handler, deliverAs, under })
+      const optional = subscribeOptions?.optional === true
+      handlers.set(topic, { qos, handler, deliverAs, under, optional })
       if (under !== undefined) prefixRoutes.set(under, handler)
       else routes.set(deliverAs, handler)
-      if (state === 'connected' || state === 'stale') client?.subscribe(topic, { qos: capped(qos) })
+      if ((state === 'connected' || state === 'stale') && client !== null) {
+        if (optional) subscribeOptional(client, topic, qos)
+        else client.subscribe(topic, { qos: capped(qos) })
+      }
     },
     unsubscribe (topic) {
       const entry = handlers.get(topic)

@@ -41,12 +41,15 @@ export type ReplyEnvelope =
  * What else arrives on a gateway's reply topic (v1.1, several gateways), for the stream resume
  * (src/cluster/stream-resume.ts), never for a request's actor: `resumed`, a worker answering a
  * `resume` (it re-sends the chunks after `after_seq` and goes on replying here; `deadline` is
- * the request's own), and `handover`, the gateway that held a live stream giving it up to this
- * one (its worker's `resumed` follows).
+ * the request's own); `handover`, the gateway that holds a live stream saying it asked the
+ * stream's worker to answer here (its `resumed` follows); `moved`, a worker telling the gateway
+ * it used to answer that it answers another now; `replay`, a finished stream sent whole.
  */
 export type ResumeReply =
   | { v: 1, request_id: string, type: 'resumed', session_id: string, user_id: string, deadline: number, worker_id?: string }
   | { v: 1, request_id: string, type: 'handover', from: string }
+  /** To the gateway that held it: the worker now answers `to` (a resume moved it); this gateway lets its chat go. */
+  | { v: 1, request_id: string, type: 'moved', to: string, worker_id?: string }
   /** A finished stream the other gateway still kept: every chunk and its end, in one message. */
   | { v: 1, request_id: string, type: 'replay', from: string, chunks: string[], end: ReplayEnd }
 
@@ -126,6 +129,8 @@ export function parseReply (payload: Buffer | string): ParsedReply {
       return { ok: true, reply: { v: 1, request_id: id, type: 'resumed', session_id: r.session_id, user_id: r.user_id, deadline: r.deadline as number, ...from } }
     case 'handover':
       return isValidId(r.from) ? { ok: true, reply: { v: 1, request_id: id, type: 'handover', from: r.from } } : MALFORMED
+    case 'moved':
+      return isValidId(r.to) ? { ok: true, reply: { v: 1, request_id: id, type: 'moved', to: r.to, ...from } } : MALFORMED
     case 'replay': {
       const end = parseReplayEnd(r.end)
       if (!isValidId(r.from) || end === null || !Array.isArray(r.chunks) || !r.chunks.every((c) => typeof c === 'string')) return MALFORMED

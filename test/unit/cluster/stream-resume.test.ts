@@ -28,18 +28,19 @@ function setup (overrides: Partial<StreamResumeOptions> = {}, instanceId = 'gw-b
     subscribe: (topic: string, _qos: number, handler: (payload: Buffer, topic: string) => void) => { handlers.set(topic, handler) },
     unsubscribe: (topic: string) => { handlers.delete(topic) }
   }
-  const chats = { detach: () => true, attach: () => true, cancel: () => true }
+  const detached: string[] = []
+  const chats = { detach: (requestId: string) => { detached.push(requestId); return true }, attach: () => true, cancel: () => true }
   const log = silentLogger()
   const streams = createStreamStore({ chats, clock, retainMs: 60_000, maxBytes: 1_000_000, describe: (err, requestId) => describeFailure(err, log, { request_id: requestId }) })
   const adopted: Array<{ requestId: string, userId: string, sessionId: string, workerId: string | null }> = []
-  const handedOver: string[] = []
+  const asked: string[] = []
   const results: string[] = []
   const resume = createStreamResume({
     link,
     topics: createTopics('llm', instanceId),
     instanceId,
     streams,
-    chat: { handOver: (requestId) => { handedOver.push(requestId); return 'w-1' } },
+    chat: { workerOf: (requestId) => { asked.push(requestId); return requestId === 'v1-1' ? null : 'w-1' } },
     adopt: (turn, worker, sink) => { adopted.push({ ...turn, workerId: worker.workerId }); sink.submitted?.() },
     clock,
     log,
@@ -49,7 +50,7 @@ function setup (overrides: Partial<StreamResumeOptions> = {}, instanceId = 'gw-b
     ...overrides
   })
   resume.start()
-  return { clock, published, handlers, streams, adopted, handedOver, results, resume, link }
+  return { clock, published, handlers, streams, adopted, asked, results, resume, link, detached }
 }
 
 function listener (): StreamListener & { chunks: Array<[string, number]>, ends: StreamEnd[] } {
@@ -130,29 +131,41 @@ t.test('a replay from the gateway that kept a finished stream ends the lookup wi
   t.same(results, ['replayed'])
 })
 
-t.test('aborted (the client left): nothing more happens, no timer is left', async (t) => {
-  const { clock, resume, published } = setup()
+t.test('aborted (the client left): the lookup runs on unanswered, and a stream that arrives is adopted detached, never left with nobody', async (t) => {
+  const { clock, resume, adopted, detached } = setup()
   const { outcomes, abort } = find(resume)
   abort()
-  clock.advance(TIMEOUT_MS * 2)
-  t.same(outcomes, [])
-  t.equal(published.length, 1)
+  clock.advance(WAIT_MS)
+  clock.advance(TIMEOUT_MS)
+  t.same(outcomes, [], 'nobody to answer')
+  t.equal(resume.size, 0)
   t.equal(clock.liveTimers, 0)
   t.notOk(resume.onReply({ v: 1, request_id: 'req-1', type: 'handover', from: 'gw-a' }), 'a late answer is nobody\'s')
+
+  const second = find(resume, { requestId: 'req-2' })
+  second.abort()
+  t.ok(resume.onReply({ v: 1, request_id: 'req-2', type: 'resumed', session_id: 's-1', user_id: 'u-1', deadline: clock.now() + 10_000, worker_id: 'w-1' }))
+  t.equal(adopted.at(-1)?.requestId, 'req-2', 'the worker moved it here: adopted')
+  t.same(second.outcomes, [], 'and nothing answered')
+  t.same(detached, ['req-2'], 'detached at once: its resume grace runs, then the worker is cancelled')
+  t.equal(clock.liveTimers, 0)
 })
 
-t.test('refused at once: a second lookup for the same stream, past the lookup bound, the link down', async (t) => {
-  const { resume, link } = setup({ maxLookups: 1 })
+t.test('refused at once: a second lookup for the same stream, past the per-user and the total bound, the link down', async (t) => {
+  const { resume, link } = setup({ maxLookups: 3, maxLookupsPerOwner: 2 })
   find(resume)
   t.match(find(resume).outcomes[0], { code: 'invalid_request' })
-  t.match(find(resume, { requestId: 'req-2' }).outcomes[0], { code: 'too_many_requests' })
+  find(resume, { requestId: 'req-2' })
+  t.match(find(resume, { requestId: 'req-3' }).outcomes[0], { code: 'too_many_requests', message: /of your streams/ })
+  find(resume, { requestId: 'req-4', ownerId: 'u-2' })
+  t.match(find(resume, { requestId: 'req-5', ownerId: 'u-3' }).outcomes[0], { code: 'too_many_requests', message: /at once/ })
   link.isUp = false
   resume.stop()
-  t.match(find(resume, { requestId: 'req-3' }).outcomes[0], { code: 'llm_unavailable' })
+  t.match(find(resume, { requestId: 'req-6', ownerId: 'u-9' }).outcomes[0], { code: 'llm_unavailable' })
 })
 
-t.test('the gateway that holds a stream: hands a live one over to its owner only, replays a finished one, ignores its own asks', async (t) => {
-  const { handlers, streams, published, handedOver } = setup({}, 'gw-a')
+t.test('the gateway that holds a stream: asks the worker to answer its owner only (the chat stays until the worker moves it), replays a finished one, ignores its own asks', async (t) => {
+  const { handlers, streams, published, asked } = setup({}, 'gw-a')
   const ask = (over: Record<string, unknown>): void => { handlers.get('llm/cluster/resume')?.(Buffer.from(JSON.stringify({ v: 1, request_id: 'live-1', reply_to: 'llm/chat/reply/gw-b', after_seq: 1, user_id: 'u-1', from: 'gw-b', ...over })), 'llm/cluster/resume') }
   const live = streams.open('live-1', 'u-1', listener())
   live.sink.submitted?.()
@@ -160,10 +173,15 @@ t.test('the gateway that holds a stream: hands a live one over to its owner only
   ask({ user_id: 'intruder' })
   ask({ from: 'gw-a' })
   ask({ reply_to: 'elsewhere/gw-b' })
-  t.same(handedOver, [], 'not for another user, not its own ask, not to a topic outside the reply topics')
+  t.same(asked, [], 'not for another user, not its own ask, not to a topic outside the reply topics')
   ask({})
-  t.same(handedOver, ['live-1'])
+  t.same(asked, ['live-1'])
   t.same(published.map((p) => [p.topic, p.payload.type ?? p.payload.after_seq]), [['llm/chat/reply/gw-b', 'handover'], ['llm/chat/resume/w-1', 0]])
+  t.notOk(live.settled, 'the stream stays here until its worker says it moved')
+  const v1 = streams.open('v1-1', 'u-1', listener())
+  v1.sink.submitted?.()
+  ask({ request_id: 'v1-1' })
+  t.same(published.at(-1)?.topic, 'llm/chat/resume', 'a worker this gateway cannot name is asked on the broadcast topic')
 
   const done = streams.open('done-1', 'u-1', listener())
   done.sink.submitted?.()
