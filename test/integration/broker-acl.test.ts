@@ -162,3 +162,30 @@ t.test('deploy/mosquitto/acl in a real Mosquitto: gateway and worker work, a wor
   const answer = await gw.chat('acl', 'again')
   t.equal(answer.status, 200, 'chats still flow')
 })
+
+t.test('deploy/mosquitto/acl as it was before resume on any gateway: the gateway\'s link stays up and chats flow (the refusal itself: link-optional-subscription.test.ts)', async (t) => {
+  if (mosquittoBin === undefined || passwdBin === undefined) {
+    t.fail('mosquitto and mosquitto_passwd are needed (apt-get install mosquitto; .ci/run installs it)')
+    return
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'tether-acl-old-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const oldAcl = join(dir, 'acl')
+  writeFileSync(oldAcl, readFileSync(ACL_FILE, 'utf8').split('\n').filter((line) => !/resume/.test(line)).join('\n'))
+  const passwd = join(dir, 'passwd')
+  const passwords = { 'tether-gateway': 'gateway-pass-123456', 'tether-worker': 'worker-pass-123456' }
+  writeFileSync(passwd, '')
+  for (const [user, password] of Object.entries(passwords)) execFileSync(passwdBin as string, ['-b', passwd, user, password])
+  const broker = await startMosquittoBroker({ bin: mosquittoBin as string, extraConfig: ['allow_anonymous false', `password_file ${passwd}`, `acl_file ${oldAcl}`] })
+  t.teardown(() => broker.close())
+  const url = (user: keyof typeof passwords): string => `mqtt://${user}:${passwords[user]}@127.0.0.1:${broker.port}`
+  const gw = await startGateway(t, { MQTT_URL: url('tether-gateway'), INSTANCE_ID: 'gw-acl-old' })
+  const worker = await startScriptedWorker({ url: url('tether-worker'), behaviour: echo })
+  t.teardown(() => worker.stop())
+  await waitFor(() => gw.tether.link.isUp, { what: 'the gateway link up' })
+  const transitions = gw.tether.link.recentTransitions().length
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.equal(gw.tether.link.recentTransitions().length, transitions, 'no rebuild for a refused optional subscription')
+  const chat = await gw.chat('acl-old', 'still works')
+  t.equal(chat.status, 200, chat.text)
+})
