@@ -95,6 +95,8 @@ t.test('a live stream resumed on another gateway is handed over: the rest of it,
   await waitFor(async () => (await assistantTurns(a, sessionId, a.token)).length === 1, { timeoutMs: 10_000, what: 'the reply stored' })
   t.same((await assistantTurns(a, sessionId, a.token)).map(({ content, status }) => ({ content, status })), [{ content: 'one two', status: 'complete' }], 'stored once, whole')
   t.equal(await a.metric('tether_chat_pending_requests') + await b.metric('tether_chat_pending_requests'), 0, 'nothing left in flight on either gateway')
+  t.equal(await a.metric('tether_chat_requests_total', { outcome: 'handed_over' }), 1, 'gw-a let its chat go when the worker said it moved')
+  t.equal(await a.metric('tether_chat_cancels_sent_total'), 0, 'and sent its worker no cancel')
 
   // A stranger cannot take it: the other gateway holds it for its user only.
   const stranger = await b.newUser('stranger-b')
