@@ -150,6 +150,8 @@ export function createTether (config: Config, deps: TetherDeps = {}): Tether {
       adopt: (turn, worker, sink) => { adoptChat({ chat, persistence, ...chatPath }, turn, worker, sink) },
       handoverWaitMs: config.clusterHandoverWaitMs,
       takeoverTimeoutMs: config.streamTakeoverTimeoutMs,
+      // A user may resume every stream they may have in flight, and no more.
+      maxLookupsPerOwner: config.maxPendingPerUser,
       onTakeover: metrics.streamTakeover,
       onHandoff: metrics.streamHandoff
     })

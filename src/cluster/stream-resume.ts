@@ -62,7 +62,7 @@ export interface StreamResumeOptions {
   takeoverTimeoutMs: number
   /** Lookups in flight at once; past it a resume is refused 429. */
   maxLookups?: number
-  /** Lookups in flight at once for one user; past it their resumes are refused 429. */
+  /** Lookups in flight at once for one user (MAX_PENDING_PER_USER); past it their resumes are refused 429. */
   maxLookupsPerOwner?: number
   onTakeover?: (result: TakeoverResult) => void
   onHandoff?: (result: HandoffResult) => void
