@@ -27,6 +27,7 @@ import { freePort } from '../fixtures/ports.js'
 import { startNatsCluster, type NatsCluster } from '../fixtures/process-brokers.js'
 import { spawnBuilt } from '../fixtures/run-ts.js'
 import { waitFor } from '../fixtures/wait-for.js'
+import { sseParser, type SseEvent } from '../fixtures/sse-events.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl, type TestSocket } from '../fixtures/ws-client.js'
 
 const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789'
@@ -41,9 +42,13 @@ const TOKEN_MS = 250
 
 interface Answer { status: number, text: string, json: any }
 
-function request (port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+/** A keep-alive agent for the 2,000 chats: nginx and the gateways are measured, not TCP handshakes. */
+const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
+
+/** One request; `keepAlive` sends it on the shared agent instead of a connection of its own. */
+function request (port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, keepAlive = false): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent: keepAlive ? agent : false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
       const parts: Buffer[] = []
       res.on('data', (d: Buffer) => parts.push(d))
       res.on('end', () => {
@@ -59,25 +64,7 @@ function request (port: number, method: string, path: string, body?: unknown, he
   })
 }
 
-/** A keep-alive agent for the 2,000 chats: nginx and the gateways are measured, not TCP handshakes. */
-const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
-function post (port: number, path: string, body: unknown, token: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path, agent, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } }, (res) => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString('utf8')
-        let json: unknown
-        try { json = JSON.parse(text) } catch { json = undefined }
-        resolve({ status: res.statusCode ?? 0, text, json })
-      })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(JSON.stringify(body))
-  })
-}
+const post = async (port: number, path: string, body: unknown, token: string): Promise<Answer> => await request(port, 'POST', path, body, { authorization: `Bearer ${token}` }, true)
 
 interface Proc { name: string, child: ChildProcess, port: number, log: () => string }
 
@@ -113,7 +100,6 @@ async function metric (port: number, name: string, labels: Record<string, string
   return sum
 }
 
-interface SseEvent { event: string, data: any, id?: string }
 interface SseStream { status: Promise<number>, requestId: Promise<string>, events: SseEvent[], ended: Promise<void>, until: (match: (e: SseEvent) => boolean, timeoutMs: number) => Promise<SseEvent> }
 
 /** An event stream (a streamed chat, or a resume of one), its events parsed as they come. */
@@ -130,26 +116,10 @@ function sse (port: number, method: 'POST' | 'GET', path: string, token: string,
   const head = new Promise<{ status: number, requestId: string }>((resolve) => { resolveHead = resolve })
   req.on('response', (res) => {
     resolveHead({ status: res.statusCode ?? 0, requestId: String(res.headers['x-request-id'] ?? '') })
-    let pending = ''
+    const feed = sseParser(events)
     res.setEncoding('utf8')
     res.on('data', (d: string) => {
-      pending += d
-      let cut: number
-      while ((cut = pending.indexOf('\n\n')) !== -1) {
-        const block = pending.slice(0, cut)
-        pending = pending.slice(cut + 2)
-        let event = 'message'
-        let id: string | undefined
-        const data: string[] = []
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event: ')) event = line.slice(7)
-          else if (line.startsWith('data: ')) data.push(line.slice(6))
-          else if (line.startsWith('id: ')) id = line.slice(4)
-        }
-        let parsed: unknown = data.join('\n')
-        try { parsed = JSON.parse(parsed as string) } catch { /* kept as text */ }
-        events.push({ event, data: parsed, ...(id !== undefined ? { id } : {}) })
-      }
+      feed(d)
       for (const w of wake) w()
     })
     res.on('close', finish)
@@ -181,6 +151,7 @@ const natsBin = findExecutable('nats-server')
 t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly once, everywhere, through failures', { skip: nginxBin === undefined || natsBin === undefined ? 'nginx and nats-server are needed (.ci/run installs them)' : false }, async (t) => {
   const cluster = await startNatsCluster(3, natsBin)
   t.teardown(() => cluster.close())
+  t.teardown(() => { agent.destroy() })
   const db = await createTestDatabase(t)
   // "slow ..." streams STREAM_TOKENS tokens TOKEN_MS apart; everything else answers at once.
   const runs = new Map<string, number>()

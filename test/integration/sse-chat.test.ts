@@ -9,6 +9,7 @@ import { startTestBroker } from '../fixtures/broker.js'
 import { startGateway, type Gateway } from '../fixtures/gateway.js'
 import { chunk, done, echo, failure, pause, startScriptedWorker, type Behaviour } from '../fixtures/scripted-worker.js'
 import { waitFor } from '../fixtures/wait-for.js'
+import { sseParser, type SseEvent } from '../fixtures/sse-events.js'
 
 const BASE_ENV = { THREAD_TASK_TIMEOUT_MS: '60000' }
 const CHAT_TIMEOUT_MS = 1500
@@ -33,7 +34,6 @@ t.teardown(() => worker.stop())
 const gw = await startGateway(t, { ...BASE_ENV, MQTT_URL: broker.url, CHAT_TIMEOUT_MS: String(CHAT_TIMEOUT_MS), STREAM_RESUME_GRACE_MS: String(GRACE_MS) })
 await waitFor(() => gw.tether.link.isUp, { what: 'link up' })
 
-interface SseEvent { event: string, data: any, id?: string }
 
 interface Stream {
   /** Status and headers, once they arrive. */
@@ -66,27 +66,11 @@ function stream (g: Gateway, body: unknown, options: { token?: string, anonymous
   const head = new Promise<{ status: number, headers: http.IncomingHttpHeaders }>((resolve, reject) => {
     req.on('response', (res) => {
       resolve({ status: res.statusCode ?? 0, headers: res.headers })
-      let pending = ''
+      const feed = sseParser(events)
       res.setEncoding('utf8')
       res.on('data', (d: string) => {
         text += d
-        pending += d
-        let cut: number
-        while ((cut = pending.indexOf('\n\n')) !== -1) {
-          const block = pending.slice(0, cut)
-          pending = pending.slice(cut + 2)
-          let event = 'message'
-          let id: string | undefined
-          const data: string[] = []
-          for (const line of block.split('\n')) {
-            if (line.startsWith('event: ')) event = line.slice(7)
-            else if (line.startsWith('data: ')) data.push(line.slice(6))
-            else if (line.startsWith('id: ')) id = line.slice(4)
-          }
-          let parsed: unknown = data.join('\n')
-          try { parsed = JSON.parse(parsed as string) } catch { /* kept as text */ }
-          events.push({ event, data: parsed, ...(id !== undefined ? { id } : {}) })
-        }
+        feed(d)
         for (const w of wake) w()
       })
       res.on('end', finish)
