@@ -133,20 +133,28 @@ t.test('the embedded broker refuses anonymous and wrong logins, and holds each a
 
 const mosquittoBin = findExecutable('mosquitto')
 const passwdBin = findExecutable('mosquitto_passwd')
-t.test('deploy/mosquitto/acl in a real Mosquitto: gateway and worker work, a worker reads nothing it should not', async (t) => {
+/** A private Mosquitto with the two accounts and `acl` (a file's text, default the shipped one); null when Mosquitto is missing (the test fails). */
+async function mosquittoWithAcl (t: Test, acl?: string): Promise<((user: 'tether-gateway' | 'tether-worker') => string) | null> {
   if (mosquittoBin === undefined || passwdBin === undefined) {
     t.fail('mosquitto and mosquitto_passwd are needed (apt-get install mosquitto; .ci/run installs it)')
-    return
+    return null
   }
   const dir = mkdtempSync(join(tmpdir(), 'tether-acl-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  let aclFile = ACL_FILE
+  if (acl !== undefined) { aclFile = join(dir, 'acl'); writeFileSync(aclFile, acl) }
   const passwd = join(dir, 'passwd')
   const passwords = { 'tether-gateway': 'gateway-pass-123456', 'tether-worker': 'worker-pass-123456' }
   writeFileSync(passwd, '')
-  for (const [user, password] of Object.entries(passwords)) execFileSync(passwdBin as string, ['-b', passwd, user, password])
-  const broker = await startMosquittoBroker({ bin: mosquittoBin as string, extraConfig: ['allow_anonymous false', `password_file ${passwd}`, `acl_file ${ACL_FILE}`] })
+  for (const [user, password] of Object.entries(passwords)) execFileSync(passwdBin, ['-b', passwd, user, password])
+  const broker = await startMosquittoBroker({ bin: mosquittoBin, extraConfig: ['allow_anonymous false', `password_file ${passwd}`, `acl_file ${aclFile}`] })
   t.teardown(() => broker.close())
-  const url = (user: keyof typeof passwords): string => `mqtt://${user}:${passwords[user]}@127.0.0.1:${broker.port}`
+  return (user) => `mqtt://${user}:${passwords[user]}@127.0.0.1:${broker.port}`
+}
+
+t.test('deploy/mosquitto/acl in a real Mosquitto: gateway and worker work, a worker reads nothing it should not', async (t) => {
+  const url = await mosquittoWithAcl(t)
+  if (url === null) return
   const gw = await startGateway(t, { MQTT_URL: url('tether-gateway'), INSTANCE_ID: 'gw-acl-1' })
   const worker = await startScriptedWorker({ url: url('tether-worker'), behaviour: echo })
   t.teardown(() => worker.stop())
@@ -164,21 +172,8 @@ t.test('deploy/mosquitto/acl in a real Mosquitto: gateway and worker work, a wor
 })
 
 t.test('deploy/mosquitto/acl as it was before resume on any gateway: the gateway\'s link stays up and chats flow (the refusal itself: link-optional-subscription.test.ts)', async (t) => {
-  if (mosquittoBin === undefined || passwdBin === undefined) {
-    t.fail('mosquitto and mosquitto_passwd are needed (apt-get install mosquitto; .ci/run installs it)')
-    return
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'tether-acl-old-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const oldAcl = join(dir, 'acl')
-  writeFileSync(oldAcl, readFileSync(ACL_FILE, 'utf8').split('\n').filter((line) => !/resume/.test(line)).join('\n'))
-  const passwd = join(dir, 'passwd')
-  const passwords = { 'tether-gateway': 'gateway-pass-123456', 'tether-worker': 'worker-pass-123456' }
-  writeFileSync(passwd, '')
-  for (const [user, password] of Object.entries(passwords)) execFileSync(passwdBin as string, ['-b', passwd, user, password])
-  const broker = await startMosquittoBroker({ bin: mosquittoBin as string, extraConfig: ['allow_anonymous false', `password_file ${passwd}`, `acl_file ${oldAcl}`] })
-  t.teardown(() => broker.close())
-  const url = (user: keyof typeof passwords): string => `mqtt://${user}:${passwords[user]}@127.0.0.1:${broker.port}`
+  const url = await mosquittoWithAcl(t, readFileSync(ACL_FILE, 'utf8').split('\n').filter((line) => !/resume/.test(line)).join('\n'))
+  if (url === null) return
   const gw = await startGateway(t, { MQTT_URL: url('tether-gateway'), INSTANCE_ID: 'gw-acl-old' })
   const worker = await startScriptedWorker({ url: url('tether-worker'), behaviour: echo })
   t.teardown(() => worker.stop())
