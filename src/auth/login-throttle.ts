@@ -33,8 +33,15 @@ export interface LoginThrottleOptions {
 
 export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
   const perSecond = o.capacity / (o.windowMs / 1000)
-  const background = (what: string, p: Promise<unknown>): void => {
-    p.catch((err: unknown) => { o.log.debug({ err: err instanceof Error ? err.message : String(err) }, `login throttle: ${what} not stored`) })
+  // Refunds and resets are not waited for by the login that makes them, but the next take of
+  // the same key waits for them: a failure right after a successful login must find the
+  // username's count already cleared (on a busy pool the reset could otherwise commit after it).
+  const inFlight = new Map<string, Promise<void>>()
+  const background = (what: string, key: string, p: Promise<unknown>): void => {
+    const settled = p.then(() => {}, (err: unknown) => { o.log.debug({ err: err instanceof Error ? err.message : String(err) }, `login throttle: ${what} not stored`) })
+    const chained = (inFlight.get(key) ?? Promise.resolve()).then(async () => { await settled })
+    inFlight.set(key, chained)
+    void chained.then(() => { if (inFlight.get(key) === chained) inFlight.delete(key) })
   }
   return {
     async take (keys) {
@@ -45,6 +52,8 @@ export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
       for (const key of keys) o.local.fail(key)
       const store = o.store()
       if (store === null) return { allowed: true }
+      const earlier = keys.map((key) => inFlight.get(key)).filter((p) => p !== undefined)
+      if (earlier.length > 0) await Promise.all(earlier)
       let before: Map<string, number>
       try {
         before = await store.take(keys, o.capacity, perSecond)
@@ -62,18 +71,18 @@ export function createLoginThrottle (o: LoginThrottleOptions): LoginThrottle {
       if (short <= 0) return { allowed: true }
       // Refused: the shared count gets its tokens back; this gateway's own count keeps them, so
       // that a flood past the cluster's limit is turned away here without asking the database.
-      for (const key of keys) background('refund', store.refund(key, o.capacity))
+      for (const key of keys) background('refund', key, store.refund(key, o.capacity))
       return { allowed: false, retryAfterS: Math.max(1, Math.ceil(short / perSecond)), key: shortKey }
     },
     refund (keys) {
       for (const key of keys) o.local.refund(key)
       const store = o.store()
-      if (store !== null) for (const key of keys) background('refund', store.refund(key, o.capacity))
+      if (store !== null) for (const key of keys) background('refund', key, store.refund(key, o.capacity))
     },
     reset (key) {
       o.local.reset(key)
       const store = o.store()
-      if (store !== null) background('reset', store.reset(key))
+      if (store !== null) background('reset', key, store.reset(key))
     }
   }
 }

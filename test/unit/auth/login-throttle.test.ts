@@ -67,3 +67,20 @@ t.test('with the store unavailable or failing, the gateway\'s own count still li
     t.same(await g.take(['user:a']), { allowed: true }, 'reset works without the store')
   }
 })
+
+t.test('a take right after a reset waits for it: a failure just after a successful login finds the username cleared, however slow the store', async (t) => {
+  const clock = { now: () => 0 }
+  const store = memoryStore(clock.now)
+  let release = (): void => {}
+  const slowReset = store.reset
+  store.reset = async (key) => { await new Promise<void>((resolve) => { release = resolve }); await slowReset(key) }
+  const g = createLoginThrottle({ local: createRateLimiter({ capacity: 2, clock }), store: () => store, capacity: 2, windowMs: 60_000, log: silentLogger() })
+  t.same(await g.take(['user:a']), { allowed: true })
+  t.same(await g.take(['user:a']), { allowed: true })
+  g.reset('user:a')
+  const next = g.take(['user:a'])
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(store.calls.filter((c) => c === 'take').length, 2, 'the take waits while the reset is in flight')
+  release()
+  t.same(await next, { allowed: true }, 'and then finds the count cleared')
+})
