@@ -138,13 +138,19 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
     end(requestId, lookup, new TetherError('stream_interrupted'), 'interrupted')
   }
 
-  function ask (topic: string, requestId: string, lookup: Lookup, afterSeq: number): boolean {
+  function ask (topic: string, requestId: string, lookup: Lookup, afterSeq: number): void {
     const resume: ResumeEnvelope = { v: 1, request_id: requestId, reply_to: topics.replyTo, after_seq: afterSeq, user_id: lookup.request.ownerId, from: instanceId }
-    return link.publish(topic, encodeResume(resume), 1)
+    link.publish(topic, encodeResume(resume), 1)
+  }
+
+  /** From now on the lookup waits for a worker's `resumed` until STREAM_TAKEOVER_TIMEOUT_MS after it began. */
+  function awaitWorkerUntilBound (requestId: string, lookup: Lookup): void {
+    if (lookup.timer !== null) clock.clearTimeout(lookup.timer)
+    lookup.timer = clock.setTimeout(() => { lookup.timer = null; interrupted(requestId, lookup) }, Math.max(0, lookup.startedAt + options.takeoverTimeoutMs - clock.now()))
   }
 
   function askWorkers (requestId: string, lookup: Lookup): void {
-    lookup.timer = clock.setTimeout(() => { lookup.timer = null; interrupted(requestId, lookup) }, Math.max(0, lookup.startedAt + options.takeoverTimeoutMs - clock.now()))
+    awaitWorkerUntilBound(requestId, lookup)
     // From the first chunk: the whole answer is then here to store, whatever the client saw.
     ask(topics.chatResume, requestId, lookup, 0)
   }
@@ -248,8 +254,7 @@ export function createStreamResume (options: StreamResumeOptions): StreamResume 
         case 'handover':
           if (!lookup.handedOver) {
             lookup.handedOver = true
-            if (lookup.timer !== null) clock.clearTimeout(lookup.timer)
-            lookup.timer = clock.setTimeout(() => { lookup.timer = null; interrupted(reply.request_id, lookup) }, Math.max(0, lookup.startedAt + options.takeoverTimeoutMs - clock.now()))
+            awaitWorkerUntilBound(reply.request_id, lookup)
           }
           return true
         case 'replay':

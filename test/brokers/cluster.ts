@@ -28,6 +28,7 @@ import { startNatsCluster, type NatsCluster } from '../fixtures/process-brokers.
 import { spawnBuilt } from '../fixtures/run-ts.js'
 import { waitFor } from '../fixtures/wait-for.js'
 import { sseParser, type SseEvent } from '../fixtures/sse-events.js'
+import { httpRequest, type HttpAnswer } from '../fixtures/http-request.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl, type TestSocket } from '../fixtures/ws-client.js'
 
 const SECRET = 'cluster-test-secret-cluster-test-secret-0123456789'
@@ -40,31 +41,15 @@ const LOGIN_MAX_FAILURES = 5
 const STREAM_TOKENS = 12
 const TOKEN_MS = 250
 
-interface Answer { status: number, text: string, json: any }
-
 /** A keep-alive agent for the 2,000 chats: nginx and the gateways are measured, not TCP handshakes. */
 const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
 
-/** One request; `keepAlive` sends it on the shared agent instead of a connection of its own. */
-function request (port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, keepAlive = false): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: keepAlive ? agent : false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString('utf8')
-        let json: unknown
-        try { json = JSON.parse(text) } catch { json = undefined }
-        resolve({ status: res.statusCode ?? 0, text, json })
-      })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body === undefined ? undefined : JSON.stringify(body))
-  })
+/** One JSON request; `keepAlive` sends it on the shared agent instead of a connection of its own. */
+function request (port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, keepAlive = false): Promise<HttpAnswer> {
+  return httpRequest(port, method, path, { headers: { 'content-type': 'application/json', ...headers }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), ...(keepAlive ? { agent } : {}) })
 }
 
-const post = async (port: number, path: string, body: unknown, token: string): Promise<Answer> => await request(port, 'POST', path, body, { authorization: `Bearer ${token}` }, true)
+const post = async (port: number, path: string, body: unknown, token: string): Promise<HttpAnswer> => await request(port, 'POST', path, body, { authorization: `Bearer ${token}` }, true)
 
 interface Proc { name: string, child: ChildProcess, port: number, log: () => string }
 
@@ -148,7 +133,11 @@ function sse (port: number, method: 'POST' | 'GET', path: string, token: string,
 const nginxBin = findExecutable('nginx')
 const natsBin = findExecutable('nats-server')
 
-t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly once, everywhere, through failures', { skip: nginxBin === undefined || natsBin === undefined ? 'nginx and nats-server are needed (.ci/run installs them)' : false }, async (t) => {
+t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly once, everywhere, through failures', async (t) => {
+  if (nginxBin === undefined || natsBin === undefined) {
+    t.fail('nginx and nats-server are needed: apt-get install nginx nats-server; .ci/run installs them when they are missing')
+    return
+  }
   const cluster = await startNatsCluster(3, natsBin)
   t.teardown(() => cluster.close())
   t.teardown(() => { agent.destroy() })
@@ -198,7 +187,7 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
       return workersSeen.json.workers.filter((w: any) => w.state === 'online').length === 2 && peers.json.instances.length === 3
     }, { timeoutMs: 60_000, what: `${gw.name} sees both workers and all three gateways` })
   }
-  const nginx = await startNginx(t, nginxBin as string, { upstream: gateways.map((g) => `127.0.0.1:${g.port}`), chatReadTimeoutS: 60 })
+  const nginx = await startNginx(t, nginxBin, { upstream: gateways.map((g) => `127.0.0.1:${g.port}`), chatReadTimeoutS: 60 })
   const via = nginx.port
 
   t.equal((await request(via, 'POST', '/api/auth/register', { username: 'cluster', password: 'correct horse battery' })).status, 201)
@@ -209,7 +198,7 @@ t.test('three gateways, two workers, a 3-node NATS cluster and nginx: exactly on
   for (let i = 0; i < 16; i++) sessions.push((await request(via, 'POST', '/api/chatbot/sessions', { title: `s${i}` }, auth)).json.id)
 
   await t.test(`${CHATS} chats through nginx at c=${CONCURRENCY}: each answered once, each run once`, async (t) => {
-    const answers: Answer[] = []
+    const answers: HttpAnswer[] = []
     let next = 0
     const began = performance.now()
     await Promise.all(Array.from({ length: CONCURRENCY }, async () => {

@@ -23,6 +23,7 @@ import { chunk, done, echo, startScriptedWorker, type ChatRequest, type Reply, t
 import { waitFor } from '../fixtures/wait-for.js'
 import { connect, mqttPeer, untilHintsFlow, wsUrl } from '../fixtures/ws-client.js'
 import { locationBlock, seconds, shippedSite, startNginx } from '../fixtures/nginx.js'
+import { httpRequest, type HttpAnswer } from '../fixtures/http-request.js'
 
 /**
  * The shipped file's rule (its comments): the chat route's proxy_read_timeout is
@@ -46,25 +47,10 @@ function fallback (env: string): number {
   return setting.fallback
 }
 
-interface Answer { status: number, headers: http.IncomingHttpHeaders, text: string, json: any, ms: number }
+type Answer = HttpAnswer
 
 function request (port: number, method: string, path: string, options: { body?: string, headers?: Record<string, string> } = {}): Promise<Answer> {
-  const started = performance.now()
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString('utf8')
-        let json: unknown
-        try { json = JSON.parse(text) } catch { json = undefined }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json, ms: performance.now() - started })
-      })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(options.body)
-  })
+  return httpRequest(port, method, path, options)
 }
 
 const template = shippedSite()
